@@ -1,0 +1,37 @@
+"""Dataset manifests, splits, synthetic cohorts and real-data converters."""
+
+from .manifest import (
+    EXCLUDED_CODE,
+    EXCLUDED_VALUE,
+    MISSING_POLICIES,
+    AttributeSpec,
+    LabelSpec,
+    ManifestError,
+    ManifestSchema,
+    is_missing,
+    load_manifest,
+    load_schema,
+    manifests_root,
+    read_manifest_table,
+)
+from .splits import assign_splits, load_datalist, strata_keys, stratified_kfold, stratified_train_test_split
+
+__all__ = [
+    "EXCLUDED_CODE",
+    "EXCLUDED_VALUE",
+    "MISSING_POLICIES",
+    "AttributeSpec",
+    "LabelSpec",
+    "ManifestError",
+    "ManifestSchema",
+    "is_missing",
+    "load_manifest",
+    "load_schema",
+    "manifests_root",
+    "read_manifest_table",
+    "assign_splits",
+    "load_datalist",
+    "strata_keys",
+    "stratified_kfold",
+    "stratified_train_test_split",
+]

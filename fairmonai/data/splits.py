@@ -1,0 +1,182 @@
+"""Seeded, stratified, reproducible splits, and the data lists bundles read.
+
+Stratification is on label and sensitive attribute(s) jointly: a stratum is one combination of
+their values. Inside each stratum the cases are shuffled with a seeded generator, then
+
+* :func:`stratified_train_test_split` puts ``round(train_fraction * n)`` of them in train (70 % per
+  class, as the FaMI paper states). A stratum too small to split (one case) goes to train, so
+  "where counts allow" is automatic and no case is dropped.
+* :func:`stratified_kfold` deals them to the folds round-robin, continuing where the previous stratum
+  stopped, so every stratum is spread as evenly as its size allows and fold sizes differ by at
+  most one overall.
+
+Both are pure functions of (strata, seed): the same inputs give the same split on any machine
+(numpy's PCG64 generator).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from .manifest import ManifestError, ManifestSchema, load_manifest, load_schema
+
+__all__ = ["strata_keys", "stratified_train_test_split", "stratified_kfold", "assign_splits", "load_datalist"]
+
+DATALIST_SPLITS = ("train", "val", "test", "trainval", "all")
+
+
+def strata_keys(*columns: Sequence) -> np.ndarray:
+    """One integer stratum id per case from the joint values of ``columns`` (all of equal length)."""
+    if not columns:
+        raise ValueError("strata_keys needs at least one column")
+    n = len(columns[0])
+    if any(len(c) != n for c in columns):
+        raise ValueError(f"strata columns differ in length: {[len(c) for c in columns]}")
+    joint = np.array(["\x1f".join(str(c[i]) for c in columns) for i in range(n)], dtype=object)
+    _, inverse = np.unique(joint.astype(str), return_inverse=True)
+    return inverse.reshape(-1)
+
+
+def stratified_train_test_split(strata: Sequence[int], train_fraction: float = 0.7, seed: int = 0) -> np.ndarray:
+    """Boolean mask of training cases: ``round(train_fraction * n_s)`` of each stratum ``s``.
+
+    Args:
+        strata: stratum id per case, shape (N,).
+        train_fraction: share of each stratum in train, in (0, 1).
+        seed: seed of the shuffle inside each stratum.
+
+    Returns:
+        ``is_train``, bool array of shape (N,).
+    """
+    if not 0.0 < train_fraction < 1.0:
+        raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
+    strata = np.asarray(strata)
+    rng = np.random.default_rng(seed)
+    is_train = np.zeros(len(strata), dtype=bool)
+    for s in np.unique(strata):
+        idx = np.flatnonzero(strata == s)
+        rng.shuffle(idx)
+        n_train = max(1, int(round(train_fraction * len(idx))))
+        is_train[idx[:n_train]] = True
+    return is_train
+
+
+def stratified_kfold(strata: Sequence[int], num_folds: int = 5, seed: int = 0) -> np.ndarray:
+    """Fold number in ``[0, num_folds)`` per case, each stratum dealt round-robin after a seeded shuffle.
+
+    Args:
+        strata: stratum id per case, shape (N,).
+        num_folds: number of folds, at least 2 and at most N.
+        seed: seed of the shuffle.
+
+    Returns:
+        ``fold``, int array of shape (N,).
+    """
+    strata = np.asarray(strata)
+    if num_folds < 2:
+        raise ValueError(f"num_folds must be at least 2, got {num_folds}")
+    if num_folds > len(strata):
+        raise ValueError(f"num_folds={num_folds} exceeds the number of cases ({len(strata)})")
+    rng = np.random.default_rng(seed)
+    fold = np.full(len(strata), -1, dtype=int)
+    offset = 0
+    for s in np.unique(strata):
+        idx = np.flatnonzero(strata == s)
+        rng.shuffle(idx)
+        fold[idx] = (offset + np.arange(len(idx))) % num_folds
+        offset = (offset + len(idx)) % num_folds
+    return fold
+
+
+def assign_splits(
+    labels: Sequence, groups: Sequence | None = None, *, train_fraction: float = 0.7, num_folds: int = 5, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """``split`` ("train"/"test") and ``fold`` (-1 for test) per case, stratified on label x group.
+
+    The k folds partition the training part only; validation for monitoring is one of them.
+    """
+    strata = strata_keys(labels) if groups is None else strata_keys(labels, groups)
+    is_train = stratified_train_test_split(strata, train_fraction, seed)
+    split = np.where(is_train, "train", "test").astype(object)
+    fold = np.full(len(strata), -1, dtype=int)
+    train_idx = np.flatnonzero(is_train)
+    fold[train_idx] = stratified_kfold(strata[train_idx], num_folds=min(num_folds, len(train_idx)), seed=seed + 1)
+    return split, fold
+
+
+def load_datalist(
+    manifest: str | os.PathLike,
+    schema: str | os.PathLike | Mapping | ManifestSchema,
+    split: str = "train",
+    *,
+    fold: int = 0,
+    num_folds: int = 5,
+    seed: int = 0,
+    stratify_on: Sequence[str] | None = None,
+    check_files: bool = True,
+) -> list[dict]:
+    """The records of one part of a manifest, for a MONAI dataset.
+
+    Parts: ``train`` (training part minus fold ``fold``), ``val`` (fold ``fold`` of the training
+    part, or the manifest's ``split == "val"`` rows when it has any), ``trainval`` (the whole
+    training part), ``test`` (``split == "test"``), ``all``.
+
+    A manifest's own ``split`` / ``fold`` columns win (a dataset's official split). Where they are
+    absent, the split is made here with :func:`assign_splits`, stratified on the label and the
+    attributes in ``stratify_on`` (default: all schema attributes), seeded by ``seed``; the training
+    part's folds are made the same way when the manifest has none. The test split is never part of ``train`` or ``val``.
+
+    Raises:
+        ManifestError: an invalid manifest (see :func:`load_manifest`).
+        ValueError: an unknown part, or a fold out of range, or an empty part.
+    """
+    if split not in DATALIST_SPLITS:
+        raise ValueError(f"split '{split}' is not one of {list(DATALIST_SPLITS)}")
+    schema = load_schema(schema)
+    records = load_manifest(manifest, schema, check_files=check_files)
+    if split == "all":
+        return records
+    attrs = list(schema.attributes) if stratify_on is None else list(stratify_on)
+    unknown = [a for a in attrs if a not in schema.attributes]
+    if unknown:
+        raise ValueError(f"stratify_on names attributes not in schema '{schema.name}': {unknown}")
+
+    def strata_of(recs):
+        label_col = [r.get("label_name", "") for r in recs]
+        return strata_keys(label_col, *[[r[a] for r in recs] for a in attrs])
+
+    if any(r["split"] == "" for r in records):
+        if not all(r["split"] == "" for r in records):
+            rows = [i + 2 for i, r in enumerate(records) if r["split"] == ""][:5]
+            raise ManifestError(f"'split' is empty on some rows (first: {rows}); fill it on every row or on none",
+                                file=manifest, column="split")
+        is_train = stratified_train_test_split(strata_of(records), 0.7, seed)
+        for r, t in zip(records, is_train):
+            r["split"] = "train" if t else "test"
+    train = [r for r in records if r["split"] == "train"]
+    if split == "test":
+        out = [r for r in records if r["split"] == "test"]
+    elif split == "trainval":
+        out = train + [r for r in records if r["split"] == "val"]
+    else:
+        explicit_val = [r for r in records if r["split"] == "val"]
+        if explicit_val:
+            out = explicit_val if split == "val" else train
+        else:
+            if all(r["fold"] < 0 for r in train):
+                folds = stratified_kfold(strata_of(train), num_folds=min(num_folds, len(train)), seed=seed + 1)
+                for r, f in zip(train, folds):
+                    r["fold"] = int(f)
+            elif any(r["fold"] < 0 for r in train):
+                raise ManifestError("'fold' is empty on some training rows; fill it on every training row or on none",
+                                    file=manifest, column="fold")
+            n_folds = max(r["fold"] for r in train) + 1
+            if not 0 <= fold < n_folds:
+                raise ValueError(f"fold {fold} is out of range: the training part has folds 0..{n_folds - 1}")
+            out = [r for r in train if (r["fold"] == fold) == (split == "val")]
+    if not out:
+        raise ValueError(f"the '{split}' part of {manifest} is empty")
+    return out
