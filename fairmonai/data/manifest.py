@@ -34,7 +34,8 @@ schema of each dataset lives in ``data_manifests/<dataset>/schema.json``; its ke
 ``optional_columns``
     passed through as strings when present (``split`` and ``fold`` are parsed, see below).
 
-``split`` must be ``train``, ``val`` or ``test``; ``fold`` an integer >= 0 (empty for cases outside
+``split`` must be ``train``, ``val``, ``test`` or empty (then :func:`fairmonai.data.load_datalist` makes
+the split, which it does only when every row is empty); ``fold`` an integer >= 0 (empty for cases outside
 the training part). Missing values are the empty cell and ``nan``, ``NaN``, ``NA``, ``N/A``,
 ``null``, ``None``.
 
@@ -403,6 +404,8 @@ def load_manifest(
     if "split" in table.columns:
         for i, raw in enumerate(table["split"]):
             value = raw.strip()
+            if is_missing(value):
+                continue
             if value not in SPLITS:
                 raise ManifestError(f"split '{raw}' is not one of {list(SPLITS)}", file=path, row=line(i), column="split")
             records[i]["split"] = value
