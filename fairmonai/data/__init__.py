@@ -14,6 +14,8 @@ from .manifest import (
     manifests_root,
     read_manifest_table,
 )
+from .cohort_cache import ensure_cohort
+from .inference import inference_datalist
 from .splits import assign_splits, load_datalist, strata_keys, stratified_kfold, stratified_train_test_split
 
 __all__ = [
@@ -29,6 +31,8 @@ __all__ = [
     "load_schema",
     "manifests_root",
     "read_manifest_table",
+    "ensure_cohort",
+    "inference_datalist",
     "assign_splits",
     "load_datalist",
     "strata_keys",

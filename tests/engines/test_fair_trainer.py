@@ -1,0 +1,227 @@
+"""FairSupervisedTrainer: the loss gets each batch's groups (and features) through MONAI's own _iteration."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections import OrderedDict
+
+import pytest
+import torch
+from ignite.engine import Events
+from monai.engines import IterationEvents
+from torch.utils.data import DataLoader
+
+from fairmonai.engines import FairSupervisedTrainer
+
+GROUPS = [0, 1, 2, 1, 0, 2, 2, 0, 1, 1, 0, 2]  # 12 samples, batch 2 -> 6 iterations
+
+
+def _data(n=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 4, generator=g)
+    y = torch.randn(n, 2, generator=g)
+    return [{"image": x[i], "label": y[i], "race_code": GROUPS[i]} for i in range(n)]
+
+
+def _loader(data, batch_size=2):
+    return DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=0)
+
+
+def _net(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(OrderedDict(feat=torch.nn.Linear(4, 3), act=torch.nn.Tanh(), head=torch.nn.Linear(3, 2)))
+
+
+def _loss_value(pred, target, sensitive):
+    # a group-dependent weighting so that the groups matter for the gradient
+    w = 1.0 + 0.5 * sensitive.to(pred.dtype)
+    return (w[:, None] * (pred - target) ** 2).mean()
+
+
+class RecordingLoss(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, pred, target, *, sensitive, representation=None):
+        self.calls.append({
+            "sensitive": sensitive.clone(), "pred_dtype": pred.dtype, "pred_device": pred.device,
+            "representation": None if representation is None else representation.detach().clone(),
+            "requires_grad": None if representation is None else representation.requires_grad,
+        })
+        return _loss_value(pred, target, sensitive)
+
+
+def _count_steps(opt):
+    calls = []
+    orig = opt.step
+
+    def step(*a, **k):
+        calls.append(1)
+        return orig(*a, **k)
+
+    opt.step = step
+    return calls
+
+
+def _trainer(net, loss, data=None, **kw):
+    data = _data() if data is None else data
+    opt = kw.pop("optimizer", None) or torch.optim.SGD(net.parameters(), lr=0.1)
+    return FairSupervisedTrainer(
+        device="cpu", max_epochs=kw.pop("max_epochs", 1), train_data_loader=_loader(data), network=net,
+        optimizer=opt, loss_function=loss, sensitive_key=kw.pop("sensitive_key", "race_code"), **kw,
+    )
+
+
+def test_loss_receives_each_batch_groups_in_order():
+    loss = RecordingLoss()
+    trainer = _trainer(_net(), loss)
+    trainer.run()
+    got = [c["sensitive"] for c in loss.calls]
+    assert len(got) == 6
+    assert all(t.dtype == torch.long and t.device == torch.device("cpu") for t in got)
+    assert torch.cat(got).tolist() == GROUPS
+    assert trainer.base_loss_function is loss
+    # the loss stored by MONAI is the configured loss's value (decollated on MODEL_COMPLETED)
+    assert all(c["representation"] is None for c in loss.calls)
+
+
+def test_accumulation_steps_and_parameters_match_hand_run():
+    data = _data()
+    net = _net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    steps = _count_steps(opt)
+    trainer = _trainer(net, RecordingLoss(), data, optimizer=opt, accumulation_steps=2)
+    trainer.run()
+    assert len(steps) == 3
+
+    ref = _net()
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
+    batches = list(_loader(data))
+    for i in range(0, 6, 2):
+        ref_opt.zero_grad()
+        for b in batches[i : i + 2]:
+            (_loss_value(ref(b["image"]), b["label"], b["race_code"].long()) / 2).backward()
+        ref_opt.step()
+    for p, q in zip(net.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+
+
+def test_events_fire_in_order():
+    trainer = _trainer(_net(), RecordingLoss())
+    seen = []
+    events = [Events.ITERATION_STARTED, IterationEvents.FORWARD_COMPLETED, IterationEvents.LOSS_COMPLETED,
+              IterationEvents.BACKWARD_COMPLETED, IterationEvents.MODEL_COMPLETED, Events.ITERATION_COMPLETED]
+    for ev in events:
+        trainer.add_event_handler(ev, lambda e, ev=ev: seen.append(ev.name))
+    # during the loss the batch is still the collated dict, afterwards decollated
+    batch_kind = []
+    trainer.add_event_handler(IterationEvents.LOSS_COMPLETED, lambda e: batch_kind.append(type(e.state.batch)))
+    trainer.run()
+    assert seen == [ev.name for ev in events] * 6
+    assert all(issubclass(k, dict) for k in batch_kind)
+    assert isinstance(trainer.state.batch, list)  # decollated after MODEL_COMPLETED
+
+
+def test_amp_on_cpu_runs_and_passes_sensitive():
+    loss = RecordingLoss()
+    net = _net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    steps = _count_steps(opt)
+    trainer = _trainer(net, loss, optimizer=opt, amp=True, max_epochs=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MONAI 1.6.1: cuda autocast/GradScaler disable themselves on CPU
+        trainer.run()
+    assert trainer.scaler is not None and not trainer.scaler.is_enabled()
+    assert len(steps) == 12  # the disabled scaler's step() calls optimizer.step()
+    assert torch.cat([c["sensitive"] for c in loss.calls]).tolist() == GROUPS * 2
+    assert {c["pred_dtype"] for c in loss.calls} == {torch.float32}  # no CPU autocast in MONAI 1.6.1
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
+def test_representation_tap_matches_manual_forward():
+    data = _data()
+    net = _net()
+    loss = RecordingLoss()
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)  # parameters fixed: compare with a forward afterwards
+    trainer = _trainer(net, loss, data, optimizer=opt, representation_layer="act")
+    trainer.run()
+    assert len(loss.calls) == 6
+    with torch.no_grad():
+        for c, b in zip(loss.calls, _loader(data)):
+            torch.testing.assert_close(c["representation"], torch.tanh(net.feat(b["image"])))
+            assert c["requires_grad"]  # the penalty's gradient can reach the layers below
+    # a validator sharing the network outside the trainer's iterations does not overwrite the tap
+    before = trainer.last_representation
+    net(torch.zeros(1, 4))
+    assert trainer.last_representation is before
+
+
+def test_representation_gradient_reaches_lower_layers():
+    class FeatureOnly(torch.nn.Module):
+        def forward(self, pred, target, *, sensitive, representation):
+            return (representation**2).mean() + 0.0 * pred.sum()
+
+    net = _net()
+    trainer = _trainer(net, FeatureOnly(), representation_layer="feat")
+    before_feat = net.feat.weight.detach().clone()
+    before_head = net.head.weight.detach().clone()
+    trainer.run()
+    assert not torch.equal(net.feat.weight, before_feat)
+    assert torch.equal(net.head.weight, before_head)
+
+
+def test_missing_key_message_names_key_and_batch_keys():
+    trainer = _trainer(_net(), RecordingLoss(), sensitive_key="sex_code")
+    with pytest.raises(ValueError, match=re.escape("no sensitive attribute key 'sex_code'")) as e:
+        trainer.run()
+    assert "['image', 'label', 'race_code']" in str(e.value)
+
+
+def test_loss_without_sensitive_is_rejected_at_construction():
+    with pytest.raises(TypeError, match="does not accept the keyword argument 'sensitive'") as e:
+        _trainer(_net(), torch.nn.MSELoss())
+    assert "MSELoss" in str(e.value)
+
+    def only_sensitive(pred, target, *, sensitive):
+        return (pred - target).pow(2).mean()
+
+    with pytest.raises(TypeError, match="does not accept the keyword argument 'representation'"):
+        _trainer(_net(), only_sensitive, representation_layer="act")
+
+
+def test_loss_without_sensitive_is_rejected_at_first_call():
+    class Opaque:  # a callable whose signature can't be read
+        __signature__ = property(lambda self: (_ for _ in ()).throw(ValueError("no signature")))
+
+        def __call__(self, pred, target):
+            return (pred - target).pow(2).mean()
+
+    with pytest.raises(TypeError, match="does not accept the keyword argument 'sensitive'"):
+        _trainer(_net(), Opaque()).run()
+
+
+def test_unknown_representation_layer_lists_names():
+    msg = "representation_layer 'haed' is not a submodule of Sequential"
+    with pytest.raises(ValueError, match=re.escape(msg)) as e:
+        _trainer(_net(), RecordingLoss(), representation_layer="haed")
+    assert "'head'" in str(e.value) and "['feat', 'act', 'head']" in str(e.value)
+
+
+def test_ddp_style_wrapper_is_unwrapped():
+    class Wrapper(torch.nn.DataParallel):  # DataParallel on CPU: plain forward, has .module
+        pass
+
+    inner = _net()
+    loss = RecordingLoss()
+    opt = torch.optim.SGD(inner.parameters(), lr=0.0)
+    trainer = _trainer(Wrapper(inner), loss, optimizer=opt, representation_layer="act")
+    trainer.run()
+    assert len(loss.calls) == 6 and loss.calls[0]["representation"].shape == (2, 3)
+
+
+def test_non_integer_codes_are_rejected():
+    data = [dict(d, race_code=0.5) for d in _data()]
+    with pytest.raises(ValueError, match="must hold integer group codes"):
+        _trainer(_net(), RecordingLoss(), data).run()
