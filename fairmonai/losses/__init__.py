@@ -1,1 +1,28 @@
-"""fairmonai.losses."""
+"""Fairness losses: the FaMI mutual-information gradient penalty, the MINE and MIGE baselines, and the
+combined task loss ``loss + mu * penalty``.
+
+The three penalties share one interface, ``forward(v, *, sensitive) -> scalar`` with a
+``last_diagnostic`` dict, so a bundle swaps them through ``_target_``; ``mu`` lives in
+:class:`FairnessRegularizedLoss`. The score estimators behind FaMI and MIGE are in
+``_score_estimation`` (polynomial least squares, spectral Stein gradient estimator).
+"""
+
+from ._score_estimation import ScoreFit, polynomial_score, score_function_difference, spectral_stein_score
+from .fair_loss import FairnessRegularizedLoss
+from .fami import FaMIPenalty
+from .mige import MIGEPenalty
+from .mine import MINEPenalty
+
+__all__ = [
+    # combined loss
+    "FairnessRegularizedLoss",
+    # penalties
+    "FaMIPenalty",
+    "MIGEPenalty",
+    "MINEPenalty",
+    # score estimation
+    "ScoreFit",
+    "polynomial_score",
+    "spectral_stein_score",
+    "score_function_difference",
+]

@@ -1,0 +1,176 @@
+"""MINE baseline: the Donsker-Varadhan bound of I(u; v) with a jointly trained statistics network.
+
+Belghazi, Baratin, Rajeswar, Ozair, Bengio, Courville, Hjelm, "Mutual Information Neural
+Estimation" (ICML 2018). Unlike FaMI and MIGE this penalty *does* estimate the MI, as a lower bound
+maximised over the statistics network :math:`T_\\phi`, while the model minimises it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from ._score_estimation import check_float, check_int, check_penalty_inputs
+
+__all__ = ["MINEPenalty", "IN_FEATURES_MSG", "CODE_TOO_LARGE_MSG"]
+
+IN_FEATURES_MSG = (
+    "MINEPenalty was built with in_features={expected} but v has {got} feature(s) (shape {shape}); "
+    "set in_features to the width of the output the penalty receives"
+)
+CODE_TOO_LARGE_MSG = "sensitive holds group code(s) {codes} but MINEPenalty was built with num_groups={n}"
+
+
+class _ReverseGrad(torch.autograd.Function):
+    """Identity whose backward negates the gradient."""
+
+    @staticmethod
+    def forward(ctx, x):  # noqa: D102
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        return -grad
+
+
+class MINEPenalty(nn.Module):
+    """Donsker-Varadhan estimate of :math:`I(u; v)`, the model minimising it, the critic maximising it.
+
+    The statistics network ("critic") :math:`T_\\phi(v, \\mathrm{onehot}(u))` is an MLP
+    ``Linear(in_features + num_groups, hidden_size) - ReLU - Linear(hidden_size, hidden_size) - ReLU -
+    Linear(hidden_size, 1)``. On the included samples of a batch (code ``>= 0``; code ``-1`` samples
+    are dropped) the DV bound (Belghazi et al. 2018, Definition 3.1, on one mini-batch)
+
+    .. math::
+        \\hat I_{DV} = \\frac{1}{n}\\sum_i T(v_i, u_i) - \\log \\frac{1}{n}\\sum_i e^{T(v_i, u_{\\pi(i)})}
+
+    uses marginal samples made by shuffling ``u`` within the batch (permutation :math:`\\pi` from a
+    ``torch.Generator`` seeded with ``seed``, advanced by every call).
+
+    **Bias-corrected gradient** (Belghazi et al., Section 3.2): the gradient of the log term is
+    replaced by :math:`\\mathbb{E}[\\nabla T\\, e^{T}] / \\bar m` with :math:`\\bar m` the exponential
+    moving average of the batch mean of :math:`e^{T}` on marginal samples,
+    :math:`\\bar m \\leftarrow (1 - a)\\bar m + a\\,\\overline{e^{T}}` (``a = ma_rate``; the first
+    batch sets :math:`\\bar m`; updated in training mode only; kept in log space in the buffer
+    ``log_ma``, saved with the state dict). The returned scalar has the *value* :math:`\\hat I_{DV}`
+    and the *gradient* of :math:`\\frac{1}{n}\\sum T_{joint} - \\frac{1}{n}\\sum e^{T_{marg}} / \\bar m`.
+    The gradient reaches ``v`` through both terms.
+
+    **One backward pass, one optimizer.** The critic runs with its parameters passed through a
+    gradient reversal, so ``(task + mu * penalty).backward()`` gives the model
+    :math:`+\\mu\\, \\partial \\hat I / \\partial\\theta` (descent lowers the MI) and the critic
+    :math:`-\\mu\\, \\partial \\hat I / \\partial\\phi` (the same descent step *raises* the bound: the
+    critic maximises it). The optimizer must therefore hold the penalty's parameters as well as the
+    network's, e.g. ``"optimizer#params": "$list(@network.parameters()) + list(@penalty.parameters())"``;
+    without them the critic never trains. The critic's gradient carries the factor ``mu``; Adam-type
+    optimizers are invariant to it, with SGD give the critic a parameter group with ``lr / mu``.
+    Under ``DistributedDataParallel`` only the network is wrapped, so the critic's gradients are not
+    averaged across ranks and each rank's critic follows its own batches; wrap the penalty in DDP as
+    well (or all-reduce its gradients) where identical critics matter.
+
+    Diagnostic after each call, :attr:`last_diagnostic`: ``dv`` (the DV value of this batch),
+    ``ma`` (:math:`\\bar m`), ``n_used``, ``n_excluded``. Fewer than 2 included samples give a zero
+    surrogate (no gradient) and ``dv = 0``.
+
+    Args:
+        num_groups: width of the group one-hot (groups ``0 .. num_groups - 1``), ``>= 1``.
+        in_features: width ``D`` of ``v`` (default 2: the two logits of a binary classifier; set the
+            feature width when the bundle passes a representation layer).
+        hidden_size: width of the critic's two hidden layers. Default 64.
+        ma_rate: rate ``a`` of the moving average, in ``(0, 1]``. Default ``0.01``.
+        seed: seed of the generator that draws the shuffles. Default 0.
+
+    Raises:
+        TypeError / ValueError: bad options (the message names the value); in ``forward``, as
+            :class:`~fairmonai.losses.FaMIPenalty`, plus ``v`` whose width is not ``in_features`` and
+            codes ``>= num_groups``.
+
+    Example:
+        >>> pen = MINEPenalty(num_groups=2, in_features=2)
+        >>> logits = torch.randn(32, 2, requires_grad=True)
+        >>> dv = pen(logits, sensitive=torch.arange(32) % 2)
+        >>> dv.backward()   # logits.grad: d(+I)/dv; critic grads: d(-I)/dphi
+        >>> "dv" in pen.last_diagnostic
+        True
+    """
+
+    def __init__(
+        self,
+        num_groups: int,
+        in_features: int = 2,
+        hidden_size: int = 64,
+        ma_rate: float = 0.01,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.num_groups = check_int(num_groups, "num_groups", 1)
+        self.in_features = check_int(in_features, "in_features", 1)
+        self.hidden_size = check_int(hidden_size, "hidden_size", 1)
+        self.ma_rate = check_float(ma_rate, "ma_rate", low=0.0, high=1.0, strict=True)
+        self.seed = check_int(seed, "seed", 0)
+        self.critic = nn.Sequential(
+            nn.Linear(self.in_features + self.num_groups, self.hidden_size),
+            nn.ReLU(),
+            nn.Linear(self.hidden_size, self.hidden_size),
+            nn.ReLU(),
+            nn.Linear(self.hidden_size, 1),
+        )
+        self.register_buffer("log_ma", torch.tensor(float("-inf")))
+        self._generator = torch.Generator().manual_seed(self.seed)
+        self.last_diagnostic: dict[str, float] = {}
+
+    def _critic(self, v: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+        params = {name: _ReverseGrad.apply(p) for name, p in self.critic.named_parameters()}
+        x = torch.cat([v, onehot], dim=1).to(self.critic[0].weight.dtype)
+        return functional_call(self.critic, params, (x,)).squeeze(-1).float()
+
+    def forward(self, v: torch.Tensor, *, sensitive) -> torch.Tensor:
+        """The DV estimate of this batch, with the bias-corrected gradient (see the class docstring).
+
+        Args:
+            v: ``(B, in_features)`` (or ``(B,)`` when ``in_features == 1``) floating-point output.
+            sensitive: ``(B,)`` or ``(B, 1)`` integer group codes; ``-1`` = excluded. Keyword only.
+        """
+        v2, codes = check_penalty_inputs(v, sensitive, type(self).__name__)
+        if v2.shape[1] != self.in_features:
+            raise ValueError(IN_FEATURES_MSG.format(expected=self.in_features, got=v2.shape[1], shape=tuple(v.shape)))
+        if int(codes.max()) >= self.num_groups:
+            bad = torch.unique(codes[codes >= self.num_groups])[:5].tolist()
+            raise ValueError(CODE_TOO_LARGE_MSG.format(codes=bad, n=self.num_groups))
+        included = codes >= 0
+        n = int(included.sum())
+        diag = {"dv": 0.0, "ma": float(self.log_ma.exp()), "n_used": float(n), "n_excluded": float(v2.shape[0] - n)}
+        if n < 2:
+            self.last_diagnostic = diag
+            return v2.sum() * 0.0
+        x, u = v2[included], codes[included]
+        onehot = F.one_hot(u, self.num_groups).to(x.dtype)
+        perm = torch.randperm(n, generator=self._generator).to(x.device)
+        t_joint = self._critic(x, onehot)
+        t_marg = self._critic(x, onehot[perm])
+        log_mean_exp = torch.logsumexp(t_marg, 0) - math.log(n)
+        dv = t_joint.mean() - log_mean_exp
+        with torch.no_grad():
+            lme = log_mean_exp.detach().to(self.log_ma.dtype)
+            if self.training:
+                if torch.isinf(self.log_ma):
+                    self.log_ma.copy_(lme)
+                elif self.ma_rate == 1.0:
+                    self.log_ma.copy_(lme)
+                else:
+                    decayed = self.log_ma + math.log1p(-self.ma_rate)
+                    self.log_ma.copy_(torch.logaddexp(decayed, lme + math.log(self.ma_rate)))
+            log_ma = lme if torch.isinf(self.log_ma) else self.log_ma
+        corrected = t_joint.mean() - torch.exp(t_marg - log_ma.to(t_marg.dtype)).mean()
+        diag["dv"] = float(dv.detach())
+        diag["ma"] = float(log_ma.exp())
+        self.last_diagnostic = diag
+        return dv.detach() + (corrected - corrected.detach())
+
+    def extra_repr(self) -> str:
+        return (f"num_groups={self.num_groups}, in_features={self.in_features}, hidden_size={self.hidden_size}, "
+                f"ma_rate={self.ma_rate}, seed={self.seed}")
