@@ -1,0 +1,193 @@
+"""Bundle conformance: every folder in bundles/ with configs/metadata.json passes model-zoo's checks.
+
+Parametrised over the bundles, so a new bundle is checked without new test code. Each bundle ships
+a ``configs/smoke.json`` overlay (one epoch, tiny shapes, a small synthetic cohort) that the runs
+here append last. Runs go through ``python -m monai.bundle run`` in a subprocess, with
+``--bundle_root`` pointing at a copy of the bundle in a temporary folder.
+
+Checks: metadata against the offline schema copy (tests/bundles/bundle_meta_schema.json);
+``check_properties`` of train and inference; ``verify_net_in_out``; a 1-epoch train run of
+train.json and of every ``method_*`` overlay; evaluate.json and inference.json on the trained
+checkpoint, with the report's numbers checked against scikit-learn on the written predictions;
+``ckpt_export`` to TorchScript and ``onnx_export`` with outputs equal to PyTorch's; and (slow) the
+multi-GPU overlay under ``torchrun --nproc_per_node=2`` with gloo, whose validation fairness metrics
+must equal a single-process evaluation of the same model on the same data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = Path(__file__).resolve().parent / "bundle_meta_schema.json"
+BUNDLES = sorted(p for p in (ROOT / "bundles").iterdir() if (p / "configs" / "metadata.json").is_file())
+METHODS = [(b, m.stem) for b in BUNDLES for m in sorted((b / "configs").glob("method_*.json"))]
+ENV = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONWARNINGS": "ignore"}
+
+
+def _ids(params):
+    return [p.name if isinstance(p, Path) else f"{p[0].name}-{p[1]}" for p in params]
+
+
+def configs(bundle: Path, *names: str) -> str:
+    return "[" + ",".join(f"'{bundle / 'configs' / n}'" for n in names) + "]"
+
+
+def run_bundle(bundle: Path, root: Path, names: list[str], *extra: str, smoke: bool = True, timeout: int = 900):
+    """``python -m monai.bundle run`` with the given config files (smoke.json appended) in ``root``."""
+    files = [*names, "smoke.json"] if smoke else names
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", configs(bundle, *files),
+           "--meta_file", str(bundle / "configs" / "metadata.json"),
+           "--logging_file", str(bundle / "configs" / "logging.conf"), "--bundle_root", str(root), *extra]
+    res = subprocess.run(cmd, cwd=root, env=ENV, capture_output=True, text=True, timeout=timeout)
+    assert res.returncode == 0, f"{' '.join(cmd)}\n--- stdout ---\n{res.stdout[-4000:]}\n--- stderr ---\n{res.stderr[-4000:]}"
+    return res
+
+
+@pytest.fixture(scope="module", params=BUNDLES, ids=_ids(BUNDLES))
+def trained(request, tmp_path_factory):
+    """One baseline training run per bundle (train.json + smoke.json), shared by the checks below."""
+    bundle = request.param
+    root = tmp_path_factory.mktemp(bundle.name)
+    run_bundle(bundle, root, ["train.json"])
+    return bundle, root
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=_ids(BUNDLES))
+def test_metadata_validates_offline(bundle):
+    from monai.bundle import verify_metadata
+
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert meta["version"] in meta["changelog"], "the version must have a changelog entry"
+    assert (bundle / "LICENSE").is_file() and (bundle / "docs" / "README.md").is_file()
+    verify_metadata(meta_file=str(bundle / "configs" / "metadata.json"), filepath=str(SCHEMA))
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=_ids(BUNDLES))
+def test_check_properties(bundle, tmp_path):
+    from monai.bundle import ConfigWorkflow
+
+    # no checkpoint exists here: inference is checked without loading one
+    for files, kind, extra in (([bundle / "configs" / "train.json"], "train", {}),
+                               ([bundle / "configs" / "inference.json"], "inference", {"load_pretrain": False})):
+        wf = ConfigWorkflow(config_file=[str(f) for f in files], meta_file=str(bundle / "configs" / "metadata.json"),
+                            logging_file=str(bundle / "configs" / "logging.conf"), workflow_type=kind,
+                            bundle_root=str(tmp_path), **extra)
+        wf.initialize()
+        assert not wf.check_properties(), f"{kind}: missing properties {wf.check_properties()}"
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=_ids(BUNDLES))
+def test_verify_net_in_out(bundle):
+    from monai.bundle import verify_net_in_out
+
+    smoke = json.loads((bundle / "configs" / "smoke.json").read_text())
+    shape = smoke.get("image_size")
+    override = {"_meta_#network_data_format#inputs#image#spatial_shape": shape} if shape else {}
+    verify_net_in_out(net_id="network_def", meta_file=str(bundle / "configs" / "metadata.json"),
+                      config_file=str(bundle / "configs" / "inference.json"), device="cpu", **override)
+
+
+def test_train_evaluate_inference(trained):
+    bundle, root = trained
+    models = root / "models"
+    assert (models / "model.pt").is_file()
+    assert any(p.name.startswith("checkpoint") for p in models.iterdir()), list(models.iterdir())
+    run_bundle(bundle, root, ["train.json", "evaluate.json"])
+    pred_file = root / "eval" / "predictions_test.csv"
+    pred = pd.read_csv(pred_file)
+    manifest = pd.read_csv(next((root / "data").glob("*/manifest.csv")))
+    assert set(pred["case_id"]) == set(manifest.loc[manifest["split"] == "test", "case_id"])
+    report = json.loads((root / "eval" / "report_test" / "report.json").read_text())
+    from sklearn.metrics import roc_auc_score
+
+    attr = next(iter(report["attributes"]))
+    auc = report["attributes"][attr]["metrics"]["auc"]["overall"]
+    assert auc == pytest.approx(roc_auc_score(pred["label"], pred["score"]), abs=1e-12)
+    # inference.json stands alone (smoke.json holds training ids): only the input size changes
+    smoke = json.loads((bundle / "configs" / "smoke.json").read_text())
+    run_bundle(bundle, root, ["inference.json"], "--image_size", json.dumps(smoke["image_size"]), "--num_workers", "0",
+               smoke=False)
+    inf = pd.read_csv(root / "eval" / "predictions_inference.csv")
+    # the synthetic images folder holds every case; the test-split rows score the same as in evaluation
+    assert len(inf) == len(manifest)
+    both = inf.merge(pred, on="case_id", suffixes=("_inf", "_eval"))
+    assert len(both) == len(pred)
+    assert np.allclose(both["score_inf"], both["score_eval"], atol=1e-5)
+
+
+@pytest.mark.parametrize("bundle,method", METHODS, ids=_ids(METHODS))
+def test_method_overlay_trains(bundle, method, tmp_path):
+    run_bundle(bundle, tmp_path, ["train.json", f"{method}.json"])
+    assert (tmp_path / "models" / "model.pt").is_file()
+    curve = pd.read_csv(tmp_path / "eval" / "penalty_curve.csv")
+    assert len(curve) >= 1 and np.isfinite(curve["loss"]).all()
+
+
+def test_export_torchscript_and_onnx(trained, tmp_path):
+    bundle, root = trained
+    from monai.bundle import ckpt_export, onnx_export
+    from monai.bundle import ConfigParser
+
+    smoke = json.loads((bundle / "configs" / "smoke.json").read_text())
+    shape = [1, 1, *smoke["image_size"]]
+    common = dict(net_id="network_def", ckpt_file=str(root / "models" / "model.pt"),
+                  meta_file=str(bundle / "configs" / "metadata.json"),
+                  config_file=str(bundle / "configs" / "inference.json"))
+    ckpt_export(filepath=str(tmp_path / "model.ts"), **common)
+    onnx_export(filepath=str(tmp_path / "model.onnx"), use_trace=True, input_shape=shape,
+                converter_kwargs={"dynamo": False}, **common)
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
+    net.eval()
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = net(x).numpy()
+        ts = torch.jit.load(str(tmp_path / "model.ts"))(x).numpy()
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    onnx_out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    assert np.allclose(ts, expected, atol=1e-5)
+    assert np.allclose(onnx_out, expected, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_multi_gpu_overlay_matches_single_process(trained, tmp_path):
+    """2-process gloo run: its last validation metrics equal a single-process evaluation of its model."""
+    bundle, _ = trained
+    root = tmp_path / "ddp"
+    root.mkdir()
+    saver = tmp_path / "metrics_saver.json"
+    saver.write_text(json.dumps({"+validate#handlers": [{
+        "_target_": "MetricsSaver", "_disabled_": "$not @is_rank0", "save_dir": "$@output_dir + '/val_metrics'",
+        "metrics": "*", "save_rank": 0}]}))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
+           "-m", "monai.bundle", "run", "--config_file",
+           "[" + ",".join(f"'{p}'" for p in [bundle / "configs" / "train.json", bundle / "configs" / "smoke.json",
+                                             saver, bundle / "configs" / "multi_gpu_train.json"]) + "]",
+           "--meta_file", str(bundle / "configs" / "metadata.json"),
+           "--logging_file", str(bundle / "configs" / "logging.conf"), "--bundle_root", str(root)]
+    res = subprocess.run(cmd, cwd=root, env=ENV, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    ddp = dict(line.strip().split("\t") for line in (root / "eval" / "val_metrics" / "metrics.csv").read_text().splitlines())
+    # the same final model, evaluated on the validation fold in one process
+    run_bundle(bundle, root, ["train.json", "evaluate.json"], "--eval_split", "val")
+    report = json.loads((root / "eval" / "report_val" / "report.json").read_text())
+    attr = next(iter(report["attributes"]))
+    single = report["attributes"][attr]
+    assert float(ddp["val_auc"]) == pytest.approx(single["metrics"]["auc"]["overall"], abs=1e-6)
+    assert float(ddp["val_eodd"]) == pytest.approx(single["disparities"]["eodd"]["value"], abs=1e-6)
+    assert float(ddp["val_eom"]) == pytest.approx(single["disparities"]["eom"]["value"], abs=1e-6)
