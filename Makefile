@@ -28,6 +28,8 @@ test-slow: install
 bench: install
 	$(PY) benchmarks/bench_group_metrics.py
 	$(PY) benchmarks/bench_subgroups.py
+	$(PY) benchmarks/bench_fami_noise_floor.py
+	$(PY) benchmarks/bench_penalty_step.py --vit-small
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

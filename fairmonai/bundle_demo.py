@@ -77,7 +77,7 @@ def side_by_side(reports: dict[str, dict], attribute: str = "race") -> str:
     return "\n".join(lines)
 
 
-def run_bundle_demo(out: str | Path, *, epochs: int = 8, seed: int = 0, extra: dict[str, str] | None = None) -> dict:
+def run_bundle_demo(out: str | Path, *, epochs: int = 10, seed: int = 0, extra: dict[str, str] | None = None) -> dict:
     """Train and evaluate DN and FaMI-DN; return ``{model: report dict}`` and print the comparison."""
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-bootstrap", type=int, default=1000)
-    parser.add_argument("--epochs", type=int, default=8, help="epochs per model of the bundle demo")
+    parser.add_argument("--epochs", type=int, default=10, help="epochs per model of the bundle demo")
     parser.add_argument("--quick", action="store_true",
                         help="the one-minute baseline (logistic regression) instead of training the bundle")
     args = parser.parse_args(argv)

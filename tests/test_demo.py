@@ -21,3 +21,33 @@ def test_demo_scores_the_test_split_once(tmp_path, capsys):
     rep = json.loads(res["json"].read_text())["attributes"]["race"]
     assert rep["metrics"]["auc"]["overall"] == pytest.approx(roc_auc_score(pred["label"], pred["score"]), abs=1e-12)
     assert rep["disparities"]["eodd"]["strategy"] == "one_vs_rest"
+
+
+def _report(auc, by_group, eodd):
+    disp = {k: {"value": v} for k, v in {"es_auc": 0.5, "eom": 0.75, "eodd": eodd, "dp_difference": 0.1,
+                                          "eo_difference": 0.2}.items()}
+    return {"attributes": {"race": {"groups": list(by_group), "metrics": {"auc": {"overall": auc, "by_group": by_group}},
+                                    "disparities": disp}}}
+
+
+def test_side_by_side_table():
+    from fairmonai.bundle_demo import side_by_side
+
+    text = side_by_side({"dn": _report(0.8, {"Asian": 0.7, "Black": None}, 1.25),
+                         "fami_dn": _report(0.75, {"Asian": 0.72, "Black": 0.7}, 0.5)})
+    lines = text.splitlines()
+    assert lines[0].split() == ["dn", "fami_dn"]
+    assert lines[1].split() == ["AUC", "overall", "0.800", "0.750"]
+    assert lines[3].split() == ["AUC", "Black", "n/a", "0.700"]
+    assert [ln for ln in lines if ln.startswith("EOdd")][0].split()[-2:] == ["1.250", "0.500"]
+
+
+def test_bundle_command_points_at_the_bundle(tmp_path):
+    from fairmonai.bundle_demo import BUNDLE, bundle_command
+
+    cmd = bundle_command(["train.json", "method_fami.json"], tmp_path, {"epochs": "3"})
+    assert cmd[1:4] == ["-m", "monai.bundle", "run"]
+    files = cmd[cmd.index("--config_file") + 1]
+    assert files == f"['{BUNDLE / 'configs' / 'train.json'}','{BUNDLE / 'configs' / 'method_fami.json'}']"
+    assert all((BUNDLE / "configs" / n).is_file() for n in ("train.json", "method_fami.json"))
+    assert cmd[-2:] == ["--epochs", "3"] and cmd[cmd.index("--bundle_root") + 1] == str(tmp_path)
