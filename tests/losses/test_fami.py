@@ -12,12 +12,6 @@ from fairmonai.losses._score_estimation import BATCH_MISMATCH_MSG, MISSING_SENSI
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def gen(seed):

@@ -14,12 +14,6 @@ from fairmonai.losses._score_estimation import MISSING_SENSITIVE_MSG
 from fairmonai.losses.mine import CODE_TOO_LARGE_MSG, IN_FEATURES_MSG
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def gen(seed):
