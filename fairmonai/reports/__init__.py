@@ -1,18 +1,30 @@
 """Fairness reports from a predictions file: JSON, CSV, Markdown, figures.
 
-``python -m fairmonai.reports <predictions.csv> --out DIR``.
+``python -m fairmonai.reports <predictions.csv> --out DIR``; the penalty-curve report is
+``python -m fairmonai.reports.penalty_curve LOG.csv``.
+
+The public names load on first use, so running a submodule (the penalty-curve report) does not
+import the metrics and MONAI first.
 """
 
-from .plots import forest_plot, heatmap, metric_bar_chart
-from .report import ReportInputError, detect_task, dice_matrix, read_predictions, write_report
+from importlib import import_module
 
-__all__ = [
-    "ReportInputError",
-    "detect_task",
-    "dice_matrix",
-    "read_predictions",
-    "write_report",
-    "forest_plot",
-    "heatmap",
-    "metric_bar_chart",
-]
+_HOME = {
+    "ReportInputError": ".report",
+    "detect_task": ".report",
+    "dice_matrix": ".report",
+    "read_predictions": ".report",
+    "write_report": ".report",
+    "forest_plot": ".plots",
+    "heatmap": ".plots",
+    "metric_bar_chart": ".plots",
+}
+__all__ = list(_HOME)
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module 'fairmonai.reports' has no attribute {name!r}")
+    value = getattr(import_module(_HOME[name], __name__), name)
+    globals()[name] = value
+    return value
