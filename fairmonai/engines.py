@@ -1,8 +1,10 @@
-"""MONAI engines that hand the sensitive attribute (and optionally a feature layer) to the loss.
+"""MONAI engines that hand batch values (the sensitive attribute, per-sample weights) and optionally a
+feature layer to the loss.
 
 :class:`FairSupervisedTrainer` is a :class:`monai.engines.SupervisedTrainer` whose loss is called as
 ``loss(pred, target, sensitive=u)`` (and ``representation=v`` when asked), ``u`` being the integer
-group codes of the current batch. It does so without touching ``SupervisedTrainer._iteration``
+group codes of the current batch, and/or with other batch values as keywords (``loss_batch_keys``,
+e.g. FairMedSeg's per-sample weights: ``loss(pred, target, weight=w)``). It does so without touching ``SupervisedTrainer._iteration``
 (STYLE.md §4, "the clean hook"): ``self.loss_function`` is replaced by a bound method
 ``(pred, target)`` that reads ``self.state.batch[sensitive_key]``. The call site in ``_iteration``
 does not change, so AMP autocast, ``GradScaler``, gradient accumulation (``accumulation_steps``),
@@ -30,6 +32,8 @@ __all__ = [
     "FairSupervisedTrainer",
     "ACCUMULATION_NOTE",
     "MISSING_SENSITIVE_KEY_MSG",
+    "MISSING_BATCH_KEY_MSG",
+    "NO_LOSS_INPUTS_MSG",
     "LOSS_KEYWORD_MSG",
     "UNKNOWN_LAYER_MSG",
     "LAYER_NOT_RUN_MSG",
@@ -46,6 +50,15 @@ LOSS_KEYWORD_MSG = (
 UNKNOWN_LAYER_MSG = (
     "representation_layer {name!r} is not a submodule of {network}; close names: {close}; "
     "the first submodule names are {first}"
+)
+MISSING_BATCH_KEY_MSG = (
+    "the batch has no key {key!r} (loss_batch_keys of FairSupervisedTrainer maps the loss keyword {kw!r} to "
+    "it); the batch keys are {keys}. A handler that adds it (e.g. fairmonai.handlers.SubgroupReweighting) "
+    "must be attached to the trainer"
+)
+NO_LOSS_INPUTS_MSG = (
+    "FairSupervisedTrainer needs sensitive_key or loss_batch_keys (or both): without them it is a plain "
+    "SupervisedTrainer"
 )
 LAYER_NOT_RUN_MSG = (
     "representation_layer {name!r} did not run in this iteration's forward pass, so there is no "
@@ -137,24 +150,37 @@ class FairSupervisedTrainer(SupervisedTrainer):
         "train#trainer#sensitive_key": "@sensitive_key",
         "train#trainer#representation_layer": "class_layers.flatten"
 
+    or, for per-sample weights (FairMedSeg)::
+
+        "train#trainer#_target_": "fairmonai.engines.FairSupervisedTrainer",
+        "train#trainer#loss_batch_keys": {"weight": "sample_weight"}
+
     Args:
         device, max_epochs, train_data_loader, network, optimizer, loss_function: as
             ``SupervisedTrainer``; ``loss_function`` must accept ``sensitive=`` (and
             ``representation=`` when ``representation_layer`` is set) as keyword arguments.
-        sensitive_key: key of the integer group codes in the batch dict (keyword only).
+        sensitive_key: key of the integer group codes in the batch dict (keyword only); ``None``: the loss
+            gets no ``sensitive=`` (then ``loss_batch_keys`` must be given).
         representation_layer: dotted name of the submodule whose output is passed as
             ``representation=``; default ``None``: the loss gets no representation and the penalty
             uses ``pred``.
+        loss_batch_keys: ``{loss keyword: batch key}``: other batch values passed to the loss as float
+            tensors ``(B,)``, e.g. ``{"weight": "sample_weight"}`` for
+            :class:`fairmonai.losses.DivergenceWeightedLoss` with the weights that
+            :class:`fairmonai.handlers.SubgroupReweighting` puts in each batch. Default: none.
         kwargs: every other ``SupervisedTrainer`` argument (``epoch_length``, ``inferer``,
             ``train_handlers``, ``amp``, ``accumulation_steps``, ``compile``, ...), passed through.
 
     Raises:
-        TypeError: ``sensitive_key`` is not a non-empty string; ``loss_function`` does not accept
-            ``sensitive=`` (or ``representation=``), checked on its signature at construction, or at
-            the first call when the signature cannot be read.
-        ValueError: ``representation_layer`` names no submodule of ``network`` (the message lists
-            close and valid names); during a run, a batch without ``sensitive_key`` (the message
-            names the key and the batch's keys).
+        TypeError: ``sensitive_key`` is not a non-empty string or None; ``loss_batch_keys`` is not a
+            mapping of strings; ``loss_function`` does not accept ``sensitive=`` (or
+            ``representation=``, or a ``loss_batch_keys`` keyword), checked on its signature at
+            construction, or at the first call when the signature cannot be read.
+        ValueError: neither ``sensitive_key`` nor ``loss_batch_keys``; ``loss_batch_keys`` sets
+            ``sensitive`` or ``representation``; ``representation_layer`` names no submodule of
+            ``network`` (the message lists close and valid names); during a run, a batch without
+            ``sensitive_key`` or a ``loss_batch_keys`` key (the message names the key and the
+            batch's keys).
         RuntimeError: during a run, ``representation_layer`` did not run in the forward pass.
     """
 
@@ -167,20 +193,38 @@ class FairSupervisedTrainer(SupervisedTrainer):
         optimizer: torch.optim.Optimizer,
         loss_function: Callable,
         *,
-        sensitive_key: str,
+        sensitive_key: str | None = None,
         representation_layer: str | None = None,
+        loss_batch_keys: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
-        if not isinstance(sensitive_key, str) or not sensitive_key:
-            raise TypeError(f"sensitive_key must be a non-empty string, got {sensitive_key!r}")
+        if sensitive_key is not None and (not isinstance(sensitive_key, str) or not sensitive_key):
+            raise TypeError(f"sensitive_key must be a non-empty string or None, got {sensitive_key!r}")
+        if loss_batch_keys is not None and not isinstance(loss_batch_keys, Mapping):
+            raise TypeError(f"loss_batch_keys must be a mapping {{loss keyword: batch key}}, got {loss_batch_keys!r}")
+        loss_batch_keys = dict(loss_batch_keys or {})
+        for kw, key in loss_batch_keys.items():
+            if not isinstance(kw, str) or not kw.isidentifier() or not isinstance(key, str) or not key:
+                raise TypeError(f"loss_batch_keys must map keyword names to batch keys (strings), got {kw!r}: {key!r}")
+            if kw in ("sensitive", "representation"):
+                raise ValueError(
+                    f"loss_batch_keys may not set {kw!r}: use sensitive_key / representation_layer for it"
+                )
+        if sensitive_key is None and not loss_batch_keys:
+            raise ValueError(NO_LOSS_INPUTS_MSG)
         if not callable(loss_function):
             raise TypeError(f"loss_function must be callable, got {type(loss_function).__name__}")
         if representation_layer is not None and not isinstance(representation_layer, str):
             raise TypeError(f"representation_layer must be a string or None, got {representation_layer!r}")
         self.sensitive_key = sensitive_key
         self.representation_layer = representation_layer
+        self.loss_batch_keys = loss_batch_keys
         self.base_loss_function = loss_function
-        self._loss_keywords = ("sensitive",) + (("representation",) if representation_layer is not None else ())
+        self._loss_keywords = (
+            (("sensitive",) if sensitive_key is not None else ())
+            + (("representation",) if representation_layer is not None else ())
+            + tuple(loss_batch_keys)
+        )
         self._keywords_checked = False
         for kw in self._loss_keywords:
             ok = _accepts_keyword(loss_function, kw)
@@ -272,8 +316,39 @@ class FairSupervisedTrainer(SupervisedTrainer):
             u = u.reshape(u.shape[0])
         return u.to(device=device, dtype=torch.long, non_blocking=self.non_blocking)
 
+    def batch_values(
+        self, key: str, keyword: str, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
+        """``engine.state.batch[key]`` as a ``dtype`` tensor ``(B,)`` on ``device`` (a trailing dimension of
+        size 1 is dropped), for the loss keyword ``keyword``. The loss hook passes ``pred``'s dtype when it
+        is float32 or float64, else float32 (e.g. under AMP), so python floats (collated as float64) do
+        not promote the loss.
+
+        Raises:
+            ValueError: the batch is not a dict holding ``key``, or its values are not numbers.
+        """
+        batch = self.state.batch
+        if not isinstance(batch, Mapping) or key not in batch:
+            keys: Any = sorted(map(str, batch.keys())) if isinstance(batch, Mapping) else type(batch).__name__
+            raise ValueError(MISSING_BATCH_KEY_MSG.format(key=key, kw=keyword, keys=keys))
+        try:
+            v = convert_to_tensor(batch[key], track_meta=False)
+            v = v if isinstance(v, torch.Tensor) else torch.as_tensor(v)
+            if v.is_complex() or v.dtype == torch.bool:
+                raise TypeError
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"batch[{key!r}] must hold numbers (loss keyword {keyword!r}), got {batch[key]!r:.200}") from None
+        if v.ndim > 1 and all(s == 1 for s in v.shape[1:]):
+            v = v.reshape(v.shape[0])
+        return v.to(device=device, dtype=dtype, non_blocking=self.non_blocking)
+
     def _fair_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        kwargs: dict[str, Any] = {"sensitive": self.sensitive_codes(pred.device)}
+        kwargs: dict[str, Any] = {}
+        if self.sensitive_key is not None:
+            kwargs["sensitive"] = self.sensitive_codes(pred.device)
+        dtype = pred.dtype if pred.dtype in (torch.float32, torch.float64) else torch.float32
+        for kw, key in self.loss_batch_keys.items():
+            kwargs[kw] = self.batch_values(key, kw, pred.device, dtype)
         if self.representation_layer is not None:
             if self._representation is None:
                 raise RuntimeError(LAYER_NOT_RUN_MSG.format(name=self.representation_layer))

@@ -225,3 +225,82 @@ def test_non_integer_codes_are_rejected():
     data = [dict(d, race_code=0.5) for d in _data()]
     with pytest.raises(ValueError, match="must hold integer group codes"):
         _trainer(_net(), RecordingLoss(), data).run()
+
+
+# ---- loss_batch_keys: other batch values (FairMedSeg's per-sample weights) reach the loss ----------
+
+
+class WeightRecordingLoss(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weights = []
+
+    def forward(self, pred, target, *, weight):
+        self.weights.append(weight.clone())
+        return (weight[:, None] * (pred - target) ** 2).mean()
+
+
+def _weighted_data():
+    data = _data()
+    for i, d in enumerate(data):
+        d["sample_weight"] = 0.25 * i  # a distinct weight per sample
+    return data
+
+
+def test_loss_batch_keys_pass_each_batch_weights_in_order():
+    loss = WeightRecordingLoss()
+    trainer = _trainer(_net(), loss, data=_weighted_data(), sensitive_key=None,
+                       loss_batch_keys={"weight": "sample_weight"})
+    trainer.run()
+    got = torch.cat(loss.weights)
+    assert got.dtype == torch.float32  # the dtype of pred, not the float64 of collated python floats
+    assert got.tolist() == [0.25 * i for i in range(12)]
+
+
+def test_loss_batch_keys_gradient_equals_hand_run():
+    data = _weighted_data()
+    net_a, net_b = _net(), _net()
+    trainer = _trainer(net_a, WeightRecordingLoss(), data=data, sensitive_key=None,
+                       loss_batch_keys={"weight": "sample_weight"})
+    trainer.run()
+    opt = torch.optim.SGD(net_b.parameters(), lr=0.1)
+    for start in range(0, 12, 2):
+        x = torch.stack([d["image"] for d in data[start:start + 2]])
+        y = torch.stack([d["label"] for d in data[start:start + 2]])
+        w = torch.tensor([d["sample_weight"] for d in data[start:start + 2]])
+        opt.zero_grad()
+        (w[:, None] * (net_b(x) - y) ** 2).mean().backward()
+        opt.step()
+    for pa, pb in zip(net_a.parameters(), net_b.parameters()):
+        assert torch.allclose(pa, pb, atol=1e-6)
+
+
+def test_loss_batch_keys_and_sensitive_together():
+    class Both(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def forward(self, pred, target, *, sensitive, weight):
+            self.seen.append((sensitive.tolist(), weight.tolist()))
+            return ((pred - target) ** 2).mean()
+
+    loss = Both()
+    _trainer(_net(), loss, data=_weighted_data(), loss_batch_keys={"weight": "sample_weight"}).run()
+    assert loss.seen[0] == ([GROUPS[0], GROUPS[1]], [0.0, 0.25])
+
+
+def test_missing_batch_key_message():
+    trainer = _trainer(_net(), WeightRecordingLoss(), sensitive_key=None, loss_batch_keys={"weight": "sample_weight"})
+    with pytest.raises(ValueError, match=re.escape("the batch has no key 'sample_weight' (loss_batch_keys of "
+                                                   "FairSupervisedTrainer maps the loss keyword 'weight' to it)")):
+        trainer.run()
+
+
+def test_loss_batch_keys_checked_at_construction():
+    with pytest.raises(TypeError, match="does not accept the keyword argument 'weight'"):
+        _trainer(_net(), RecordingLoss(), loss_batch_keys={"weight": "sample_weight"})
+    with pytest.raises(ValueError, match="needs sensitive_key or loss_batch_keys"):
+        _trainer(_net(), WeightRecordingLoss(), sensitive_key=None)
+    with pytest.raises(ValueError, match="may not set 'sensitive'"):
+        _trainer(_net(), RecordingLoss(), loss_batch_keys={"sensitive": "race_code"})
