@@ -290,8 +290,9 @@ def test_mama_mia_attributes_official_split_and_bbox(capsys, tmp_path):
     assert t.loc["DUKE_001", "image_pre"] == "images/DUKE_001/duke_001_0000.nii.gz"
     assert t.loc["DUKE_001", "label"] == "segmentations/expert/duke_001.nii.gz"
     assert t.loc["NACT_01", "image_post2"] == "images/NACT_01/NACT_01_0002.nii.gz"  # found despite the case
+    # the JSON's x (SimpleITK array axis 0) is the manifest's z (LoadImage axis 2), and z is x
     assert [t.loc["DUKE_001", f"bbox_{k}"] for k in ("x_min", "x_max", "y_min", "y_max", "z_min", "z_max")] == \
-        ["1", "158", "6", "276", "1", "176"]
+        ["1", "176", "6", "276", "1", "158"]
     assert t.loc["DUKE_002", "bbox_x_min"] == ""
     assert t.loc[["DUKE_003", "ISPY1_1001"], "split"].tolist() == ["test", "test"]
     assert (t.loc[t["split"] == "test", "fold"] == "").all()
@@ -300,11 +301,16 @@ def test_mama_mia_attributes_official_split_and_bbox(capsys, tmp_path):
     assert recs["ISPY2_100001"]["age_group_code"] == EXCLUDED_CODE
     assert recs["DUKE_002"]["breast_density_code"] == EXCLUDED_CODE
     assert recs["DUKE_003"]["menopausal_status_code"] == 2  # "unknown" is a group (policy category)
-    assert len(recs["DUKE_001"]["image"]) == 3 and recs["DUKE_001"]["bbox_x_max"] == 158.0
+    assert len(recs["DUKE_001"]["image"]) == 3 and recs["DUKE_001"]["bbox_z_max"] == 158.0
 
     rc, stdout, _ = run(capsys, "mama_mia", tab, root, "--out", out, "--official-test-as", "val")
     assert rc == 0 and "split: train 6, val 2" in stdout
     assert table(out).set_index("case_id").loc["DUKE_003", "split"] == "val"
+    # --bbox-order nifti copies the JSON coordinates unchanged
+    rc, _, _ = run(capsys, "mama_mia", tab, root, "--out", out, "--bbox-order", "nifti")
+    t = table(out).set_index("case_id")
+    assert rc == 0 and [t.loc["DUKE_001", f"bbox_{k}"] for k in ("x_min", "x_max", "z_min", "z_max")] == \
+        ["1", "158", "1", "176"]
 
 
 def test_mama_mia_xlsx_v1_without_split_file(capsys, tmp_path):

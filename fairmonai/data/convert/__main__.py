@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--official-test-as", choices=("test", "val"), default="test",
                    help="split of the official test cases: test (default) or val")
     p.add_argument("--info-dir", help="patient JSON folder (default: <root>/patient_info_files)")
+    p.add_argument("--bbox-order", choices=("sitk", "nifti"), default="sitk",
+                   help="axis order of the JSON breast coordinates: sitk (default; x and z swapped into the "
+                        "manifest's LoadImage order) or nifti (copied unchanged)")
     for col, pattern in DEFAULT_PATTERNS.items():
         flag = {"image_pre": "--pre-pattern", "image_post1": "--post1-pattern", "image_post2": "--post2-pattern",
                 "label": "--mask-pattern"}[col]
@@ -113,7 +116,7 @@ def _convert(args: argparse.Namespace):
         return convert_mama_mia(
             args.table, args.root, args.out, sheet=args.sheet, split_file=args.split_file,
             use_official_split=args.use_official_split, official_test_as=args.official_test_as,
-            info_dir=args.info_dir, patterns=patterns, **common)
+            info_dir=args.info_dir, bbox_order=args.bbox_order, patterns=patterns, **common)
     if args.dataset == "isic2020":
         return convert_isic2020(args.ground_truth, args.image_dir, args.out, duplicates=args.duplicates,
                                 image_pattern=args.image_pattern, sex_missing=args.sex_missing, **common)

@@ -20,11 +20,17 @@ so every cell is empty). ``age``, ``dataset`` (the source collection), ``pcr`` a
 are kept as they are.
 
 Breast bounding box: ``primary_lesion.breast_coordinates`` of each JSON file -> ``bbox_x_min`` ...
-``bbox_z_max``, values unchanged. The release calls the axes x, y, z; public code that uses these
-files (the challenge's sample submission among it) indexes the array returned by SimpleITK's
-``GetArrayFromImage`` as ``[x_min:x_max, y_min:y_max, z_min:z_max]``, i.e. "x" is the first axis of
-that array (the slice axis) and "z" the last, the reverse of the NIfTI voxel order that nibabel and
-MONAI's ``LoadImage`` use. Cases without a JSON file (or without coordinates) get empty cells.
+``bbox_z_max``. **The manifest's bbox columns index the array of MONAI's** ``LoadImage`` **(nibabel
+voxel order)**: ``image[x_min:x_max, y_min:y_max, z_min:z_max]`` on array axes 0, 1, 2, max
+exclusive, as the synthetic cohort writes them and as :class:`fairmonai.transforms.MaskOutsideBoxd`
+reads them. The release calls its axes x, y, z; public code that uses these files (the challenge's
+sample submission among it) indexes the array returned by SimpleITK's ``GetArrayFromImage`` as
+``[x_min:x_max, y_min:y_max, z_min:z_max]``, i.e. its "x" is the first axis of that array (the slice
+axis, the last axis in nibabel order) and its "z" the last. So by default (``bbox_order="sitk"``) the
+converter swaps x and z: manifest ``bbox_x_*`` = JSON ``z_*``, ``bbox_z_*`` = JSON ``x_*``, ``bbox_y_*``
+= JSON ``y_*``. ``bbox_order="nifti"`` copies them unchanged, for files whose coordinates already follow
+the nibabel order. Check one case against its mask before trusting either. Cases without a JSON file
+(or without coordinates) get empty cells.
 
 Split: the official ``train_test_splits.csv`` when given (train 1,200 / test 306); with
 ``official_test_as="val"`` the official test cases go to ``val`` instead, for a segmentation bundle
@@ -95,8 +101,12 @@ def read_official_split(path: str | os.PathLike) -> dict[str, str]:
     return split
 
 
-def _bbox(info_dir: Path | None, cid: str) -> tuple[list[str], bool]:
-    """The six bbox cells of a case (empty when unknown) and whether a JSON file was found."""
+BBOX_ORDERS = ("sitk", "nifti")
+
+
+def _bbox(info_dir: Path | None, cid: str, bbox_order: str = "sitk") -> tuple[list[str], bool]:
+    """The six bbox cells of a case in manifest (LoadImage array) order, empty when unknown, and whether
+    a JSON file was found. ``bbox_order="sitk"``: the JSON's x and z are swapped (module docstring)."""
     empty = [""] * len(BBOX_COLUMNS)
     if info_dir is None:
         return empty, False
@@ -113,9 +123,11 @@ def _bbox(info_dir: Path | None, cid: str) -> tuple[list[str], bool]:
     coords = (data.get("primary_lesion") or {}).get("breast_coordinates") if isinstance(data, dict) else None
     if not coords:
         return empty, True
+    swap = {"x": "z", "y": "y", "z": "x"} if bbox_order == "sitk" else {"x": "x", "y": "y", "z": "z"}
     cells = []
     for col in BBOX_COLUMNS:
-        key = col[len("bbox_"):]
+        axis, bound = col[len("bbox_"):].split("_", 1)
+        key = f"{swap[axis]}_{bound}"
         cells.append(number_text(coords.get(key), file=file,
                                  column=f"primary_lesion.breast_coordinates.{key}"))
     return cells, True
@@ -131,6 +143,7 @@ def convert_mama_mia(
     use_official_split: bool = True,
     official_test_as: str = "test",
     info_dir: str | os.PathLike | None = None,
+    bbox_order: str = "sitk",
     patterns: dict[str, str] | None = None,
     check_files: bool = True,
     missing_files: str = "error",
@@ -151,6 +164,8 @@ def convert_mama_mia(
         use_official_split: ``False`` ignores the official split file and makes a seeded split.
         official_test_as: ``"test"`` (default) or ``"val"`` for the official test cases.
         info_dir: JSON folder (default ``root/patient_info_files`` when it exists).
+        bbox_order: ``"sitk"`` (default: the JSON's x indexes SimpleITK's array axis 0, so x and z are
+            swapped into the manifest's LoadImage order) or ``"nifti"`` (copied unchanged).
         patterns: overrides of :data:`DEFAULT_PATTERNS`.
         check_files: check that the images and masks exist.
         missing_files: ``"error"`` or ``"drop"`` for cases with a missing file.
@@ -161,6 +176,8 @@ def convert_mama_mia(
             density value (naming table, row, column); a case missing from the official split; a
             missing file under the ``error`` policy; an invalid JSON file.
     """
+    if bbox_order not in BBOX_ORDERS:
+        raise ValueError(f"bbox_order '{bbox_order}' is not one of {list(BBOX_ORDERS)}")
     if official_test_as not in ("test", "val"):
         raise ValueError(f"official_test_as '{official_test_as}' is not one of ['test', 'val']")
     table_path = Path(table_path)
@@ -227,7 +244,7 @@ def convert_mama_mia(
         if any(v is None for v in files.values()):
             conv.drop("image or mask file missing")
             continue
-        bbox, found = _bbox(info, cid)
+        bbox, found = _bbox(info, cid, bbox_order)
         n_json += found
         row = {"case_id": cid, **files,
                "age_group": group or "", "menopausal_status": meno, "breast_density": density or "",
