@@ -1,9 +1,23 @@
 """ignite handlers and metrics of fairmonai, attached to MONAI engines through bundle configs."""
 
+from .epoch_seed import EpochSeed
 from .fairness_metric import GroupFairnessMetric
 from .gradient_clipping import GradientClipping, should_step
 from .penalty_curve import PenaltyCurveLogger
 from .predictions_writer import PredictionsWriter
+from .segmentation_writer import SegmentationScoresWriter
+from .subgroup_reweighting import SubgroupReweighting, divergence_weights
 from .training_checkpoint import TrainingCheckpoint
 
-__all__ = ["GroupFairnessMetric", "GradientClipping", "PenaltyCurveLogger", "PredictionsWriter", "TrainingCheckpoint", "should_step"]
+__all__ = [
+    "EpochSeed",
+    "GroupFairnessMetric",
+    "GradientClipping",
+    "PenaltyCurveLogger",
+    "PredictionsWriter",
+    "SegmentationScoresWriter",
+    "SubgroupReweighting",
+    "TrainingCheckpoint",
+    "divergence_weights",
+    "should_step",
+]

@@ -8,6 +8,7 @@ The three penalties share one interface, ``forward(v, *, sensitive) -> scalar`` 
 """
 
 from ._score_estimation import ScoreFit, polynomial_score, score_function_difference, spectral_stein_score
+from .divergence_weighted import DivergenceWeightedLoss, per_sample_loss
 from .fair_loss import FairnessRegularizedLoss
 from .fami import FaMIPenalty
 from .mige import MIGEPenalty
@@ -16,6 +17,8 @@ from .mine import MINEPenalty
 __all__ = [
     # combined loss
     "FairnessRegularizedLoss",
+    "DivergenceWeightedLoss",
+    "per_sample_loss",
     # penalties
     "FaMIPenalty",
     "MIGEPenalty",

@@ -34,6 +34,26 @@ METHODS = [(b, m.stem) for b in BUNDLES for m in sorted((b / "configs").glob("me
 ENV = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONWARNINGS": "ignore"}
 
 
+def _meta(bundle: Path) -> dict:
+    return json.loads((bundle / "configs" / "metadata.json").read_text())
+
+
+def is_segmentation(bundle: Path) -> bool:
+    """Segmentation bundles declare an output of format "segmentation" in network_data_format."""
+    return _meta(bundle)["network_data_format"]["outputs"]["pred"]["format"] == "segmentation"
+
+
+def input_size(bundle: Path) -> list[int]:
+    """The smoke run's network input size: ``image_size`` (classification) or ``roi_size`` (segmentation)."""
+    smoke = json.loads((bundle / "configs" / "smoke.json").read_text())
+    return smoke["image_size"] if "image_size" in smoke else smoke["roi_size"]
+
+
+def input_shape(bundle: Path) -> list[int]:
+    channels = _meta(bundle)["network_data_format"]["inputs"]["image"]["num_channels"]
+    return [1, channels, *input_size(bundle)]
+
+
 def _ids(params):
     return [p.name if isinstance(p, Path) else f"{p[0].name}-{p[1]}" for p in params]
 
@@ -76,8 +96,9 @@ def test_metadata_validates_offline(bundle):
 def test_check_properties(bundle, tmp_path):
     from monai.bundle import ConfigWorkflow
 
-    # no checkpoint exists here: inference is checked without loading one
-    for files, kind, extra in (([bundle / "configs" / "train.json"], "train", {}),
+    # no checkpoint exists here: inference is checked without loading one; the training datasets are
+    # built (a property), so the smoke overlay keeps them small
+    for files, kind, extra in (([bundle / "configs" / "train.json", bundle / "configs" / "smoke.json"], "train", {}),
                                ([bundle / "configs" / "inference.json"], "inference", {"load_pretrain": False})):
         wf = ConfigWorkflow(config_file=[str(f) for f in files], meta_file=str(bundle / "configs" / "metadata.json"),
                             logging_file=str(bundle / "configs" / "logging.conf"), workflow_type=kind,
@@ -90,9 +111,10 @@ def test_check_properties(bundle, tmp_path):
 def test_verify_net_in_out(bundle):
     from monai.bundle import verify_net_in_out
 
-    smoke = json.loads((bundle / "configs" / "smoke.json").read_text())
-    shape = smoke.get("image_size")
-    override = {"_meta_#network_data_format#inputs#image#spatial_shape": shape} if shape else {}
+    shape = input_size(bundle)
+    override = {"_meta_#network_data_format#inputs#image#spatial_shape": shape}
+    if is_segmentation(bundle):
+        override["_meta_#network_data_format#outputs#pred#spatial_shape"] = shape
     verify_net_in_out(net_id="network_def", meta_file=str(bundle / "configs" / "metadata.json"),
                       config_file=str(bundle / "configs" / "inference.json"), device="cpu", **override)
 
@@ -103,9 +125,16 @@ def test_train_evaluate_inference(trained):
     assert (models / "model.pt").is_file()
     assert any(p.name.startswith("checkpoint") for p in models.iterdir()), list(models.iterdir())
     run_bundle(bundle, root, ["train.json", "evaluate.json"])
+    manifest = pd.read_csv(next((root / "data").glob("*/manifest.csv")))
+    # inference.json stands alone (smoke.json holds training ids): only the input size changes
+    size_key = "roi_size" if is_segmentation(bundle) else "image_size"
+    inference = dict(names=["inference.json"], smoke=False)
+    inference_args = ("--" + size_key, json.dumps(input_size(bundle)), "--num_workers", "0")
+    if is_segmentation(bundle):
+        _check_segmentation_outputs(bundle, root, manifest, inference, inference_args)
+        return
     pred_file = root / "eval" / "predictions_test.csv"
     pred = pd.read_csv(pred_file)
-    manifest = pd.read_csv(next((root / "data").glob("*/manifest.csv")))
     assert set(pred["case_id"]) == set(manifest.loc[manifest["split"] == "test", "case_id"])
     report = json.loads((root / "eval" / "report_test" / "report.json").read_text())
     from sklearn.metrics import roc_auc_score
@@ -113,10 +142,7 @@ def test_train_evaluate_inference(trained):
     attr = next(iter(report["attributes"]))
     auc = report["attributes"][attr]["metrics"]["auc"]["overall"]
     assert auc == pytest.approx(roc_auc_score(pred["label"], pred["score"]), abs=1e-12)
-    # inference.json stands alone (smoke.json holds training ids): only the input size changes
-    smoke = json.loads((bundle / "configs" / "smoke.json").read_text())
-    run_bundle(bundle, root, ["inference.json"], "--image_size", json.dumps(smoke["image_size"]), "--num_workers", "0",
-               smoke=False)
+    run_bundle(bundle, root, ["inference.json"], *inference_args, smoke=False)
     inf = pd.read_csv(root / "eval" / "predictions_inference.csv")
     # the synthetic images folder holds every case; the test-split rows score the same as in evaluation
     assert len(inf) == len(manifest)
@@ -125,8 +151,68 @@ def test_train_evaluate_inference(trained):
     assert np.allclose(both["score_inf"], both["score_eval"], atol=1e-5)
 
 
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    inter = np.logical_and(a, b).sum()
+    total = a.sum() + b.sum()
+    return 0.0 if total == 0 else 2.0 * inter / total
+
+
+def _check_segmentation_outputs(bundle, root, manifest, inference, inference_args):
+    """Scores on the original grid, recomputed with numpy from the written masks; inference = evaluation."""
+    import nibabel as nib
+
+    scores = pd.read_csv(root / "eval" / "scores_test.csv")
+    test = manifest[manifest["split"] == "test"].set_index("case_id")
+    assert set(scores["case_id"]) == set(test.index)
+    seg_dir = root / "eval" / "segmentations_test"
+    data = next((root / "data").glob("*/manifest.csv")).parent
+    for row in scores.itertuples():
+        case = test.loc[row.case_id]
+        label = np.asarray(nib.load(data / case["label"]).dataobj) > 0
+        stem = Path(case["image_pre"]).name.replace(".nii.gz", "")
+        pred = np.asarray(nib.load(seg_dir / f"{stem}_seg.nii.gz").dataobj)
+        pred = pred.reshape(label.shape) > 0  # the original image grid, as the challenge scores it
+        assert row.dice == pytest.approx(_dice(pred, label), abs=1e-6)
+        box = np.zeros_like(pred)
+        box[int(case["bbox_x_min"]):int(case["bbox_x_max"]), int(case["bbox_y_min"]):int(case["bbox_y_max"]),
+            int(case["bbox_z_min"]):int(case["bbox_z_max"])] = True
+        assert not (pred & ~box).any(), f"{row.case_id}: prediction outside the breast box"
+    report = json.loads((root / "eval" / "report_test" / "report.json").read_text())
+    assert report["mean_dsc"] == pytest.approx(scores["dice"].mean(), abs=1e-9)
+    assert report["performance_score"] == pytest.approx(
+        0.5 * (scores["dice"].mean() + 1.0 - scores["normhd"].mean()), abs=1e-9)
+    run_bundle(bundle, root, inference["names"], *inference_args, smoke=False)
+    inf = pd.read_csv(root / "eval" / "segmentations_inference.csv")
+    assert len(inf) == len(manifest)
+    both = inf.merge(scores, on="case_id", suffixes=("_inf", "_eval"))
+    assert len(both) == len(scores)
+    assert (both["pred_voxels_inf"] == both["pred_voxels_eval"]).all()
+
+
 @pytest.mark.parametrize("bundle,method", METHODS, ids=_ids(METHODS))
 def test_method_overlay_trains(bundle, method, tmp_path):
+    if is_segmentation(bundle):
+        # two epochs: the first trains with weights 1.0, the second with the weights mined after it
+        run_bundle(bundle, tmp_path, ["train.json", f"{method}.json"], "--epochs", "2")
+        assert (tmp_path / "models" / "model.pt").is_file()
+        table = pd.read_csv(tmp_path / "eval" / "subgroups" / "epoch_0001.csv")
+        assert len(table) >= 1 and np.isfinite(table["divergence"]).all()
+        weights = pd.read_csv(tmp_path / "eval" / "subgroups" / "weights_epoch_0001.csv")
+        assert (weights["weight"] >= 0).all()
+        assert weights["weight"].max() == pytest.approx(table["divergence"].abs().max(), abs=1e-9)
+        # killed after epoch 1 and resumed: the checkpoint holds the mined weights, the run ends the same
+        resumed = tmp_path / "resumed"
+        resumed.mkdir()
+        run_bundle(bundle, resumed, ["train.json", f"{method}.json"], "--epochs", "1")
+        run_bundle(bundle, resumed, ["train.json", f"{method}.json"], "--epochs", "2", "--resume", "True")
+        wa = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
+        wb = torch.load(resumed / "models" / "model.pt", map_location="cpu", weights_only=True)
+        for k in wa:
+            assert torch.allclose(wa[k].float(), wb[k].float(), atol=1e-6), k
+        for name in ("epoch_0002.csv", "weights_epoch_0002.csv"):
+            pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "eval" / "subgroups" / name),
+                                          pd.read_csv(resumed / "eval" / "subgroups" / name))
+        return
     run_bundle(bundle, tmp_path, ["train.json", f"{method}.json"])
     assert (tmp_path / "models" / "model.pt").is_file()
     curve = pd.read_csv(tmp_path / "eval" / "penalty_curve.csv")
@@ -138,8 +224,7 @@ def test_export_torchscript_and_onnx(trained, tmp_path):
     from monai.bundle import ckpt_export, onnx_export
     from monai.bundle import ConfigParser
 
-    smoke = json.loads((bundle / "configs" / "smoke.json").read_text())
-    shape = [1, 1, *smoke["image_size"]]
+    shape = input_shape(bundle)
     common = dict(net_id="network_def", ckpt_file=str(root / "models" / "model.pt"),
                   meta_file=str(bundle / "configs" / "metadata.json"),
                   config_file=str(bundle / "configs" / "inference.json"))
@@ -164,7 +249,7 @@ def test_export_torchscript_and_onnx(trained, tmp_path):
 
 
 def _last_val_line(stdout: str) -> str:
-    lines = [ln for ln in stdout.splitlines() if "Metrics -- val_auc" in ln]
+    lines = [ln for ln in stdout.splitlines() if "Metrics -- val_" in ln]
     assert lines, stdout[-2000:]
     return lines[-1].split("Metrics -- ", 1)[1].strip()
 
@@ -204,10 +289,26 @@ def test_multi_gpu_overlay_matches_single_process(trained, tmp_path):
            "--meta_file", str(bundle / "configs" / "metadata.json"),
            "--logging_file", str(bundle / "configs" / "logging.conf"), "--bundle_root", str(root),
            # a model that separates the classes, so the compared values are not degenerate
-           "--epochs", "2", "--learning_rate", "0.01", "--momentum", "0.9"]
+           "--epochs", "2", *(["--learning_rate", "0.001"] if is_segmentation(bundle)
+                              else ["--learning_rate", "0.01", "--momentum", "0.9"])]
     res = subprocess.run(cmd, cwd=root, env=ENV, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     ddp = dict(line.strip().split(",") for line in (root / "eval" / "val_metrics" / "metrics.csv").read_text().splitlines())
+    if is_segmentation(bundle):
+        # the same final model, validated in one process: the same mean Dice over the same cases
+        validate_only = tmp_path / "validate_only.json"
+        validate_only.write_text(json.dumps({
+            "+validate#handlers": [
+                {"_target_": "CheckpointLoader", "load_path": "$@ckpt_dir + '/model.pt'",
+                 "load_dict": {"model": "@network"}, "map_location": "@device"},
+                {"_target_": "MetricsSaver", "save_dir": "$@output_dir + '/val_metrics_single'", "metrics": "*"}],
+            "run": ["$@validate#evaluator.run()"]}))
+        run_bundle(bundle, root, ["train.json", str(validate_only)])
+        single = dict(line.strip().split(",") for line in
+                      (root / "eval" / "val_metrics_single" / "metrics.csv").read_text().splitlines())
+        assert 0.0 < float(ddp["val_mean_dice"]) < 1.0
+        assert float(ddp["val_mean_dice"]) == pytest.approx(float(single["val_mean_dice"]), abs=1e-6)
+        return
     # the same final model, evaluated on the validation fold in one process
     run_bundle(bundle, root, ["train.json", "evaluate.json"], "--eval_split", "val")
     report = json.loads((root / "eval" / "report_val" / "report.json").read_text())

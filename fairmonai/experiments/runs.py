@@ -1,0 +1,143 @@
+"""One bundle run as a resumable unit: train, then evaluate on the asked splits, in its own folder.
+
+A unit is a bundle, a list of config files (e.g. ``train.json`` plus overlays) and command-line
+overrides. :func:`run_bundle_unit` runs it with ``python -m monai.bundle run`` in
+``out_dir/<name>`` (the unit's ``bundle_root``) and keeps its state in ``unit.json`` there:
+
+* a unit whose training finished is not trained again, and an evaluation whose report exists is not
+  run again, so calling the same experiment twice costs nothing and a stopped experiment continues
+  with the first unfinished unit;
+* a unit whose training was interrupted (no "trained" mark, a ``models/checkpoint_*.pt`` present)
+  continues from its last epoch with ``--resume True``: the bundles save model, optimiser and
+  trainer state every epoch;
+* a folder that holds a unit with other configs or overrides is an error, never silently reused.
+
+The full output of each command goes to ``logs/<step>.log`` in the unit's folder; lines holding the
+epoch metrics are echoed.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["BundleRun", "RunFailed", "run_bundle_unit", "bundle_command"]
+
+#: Log lines echoed while a unit runs.
+ECHO = ("Metrics --", "SubgroupReweighting: epoch", "written to", "Restored all variables")
+
+
+class RunFailed(RuntimeError):
+    """A bundle command of a unit exited with an error; the message names its log file."""
+
+
+@dataclass(frozen=True)
+class BundleRun:
+    """A unit: ``configs`` (file names in ``bundle/configs``) and ``overrides`` (``--key value``).
+
+    Args:
+        name: folder name of the unit under the experiment's output folder.
+        configs: config files, in merge order, e.g. ``["train.json", "method_fairmedseg.json"]``.
+        overrides: command-line overrides; values are JSON-encoded unless they are strings.
+        eval_splits: splits evaluated after training (each with ``evaluate.json`` and
+            ``--eval_split <split>``), e.g. ``("test",)`` or ``("val",)``.
+    """
+
+    name: str
+    configs: tuple[str, ...]
+    overrides: Mapping[str, object] = field(default_factory=dict)
+    eval_splits: tuple[str, ...] = ("test",)
+
+    def spec(self) -> dict:
+        return {"configs": list(self.configs), "overrides": {k: _text(v) for k, v in sorted(self.overrides.items())}}
+
+
+def _text(v: object) -> str:
+    return v if isinstance(v, str) else json.dumps(v)
+
+
+def bundle_command(bundle: Path, configs: Sequence[str], root: Path, overrides: Mapping[str, object]) -> list[str]:
+    """The ``python -m monai.bundle run`` command line of ``configs`` of ``bundle`` in ``root``."""
+    files = "[" + ",".join(f"'{bundle / 'configs' / c}'" for c in configs) + "]"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files,
+           "--meta_file", str(bundle / "configs" / "metadata.json"),
+           "--logging_file", str(bundle / "configs" / "logging.conf"), "--bundle_root", str(root)]
+    for k, v in overrides.items():
+        cmd += [f"--{k}", _text(v)]
+    return cmd
+
+
+def _run(cmd: list[str], cwd: Path, log: Path, echo: bool) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
+        f.write("$ " + shlex.join(cmd) + "\n")
+        f.flush()
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            f.write(line)
+            if echo and any(s in line for s in ECHO):
+                print("    " + line.split(" - INFO - ")[-1].rstrip(), flush=True)
+        if proc.wait() != 0:
+            raise RunFailed(f"command failed (exit {proc.returncode}); see {log}")
+
+
+def _state(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _save_state(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(path)
+
+
+def run_bundle_unit(bundle: str | Path, out_dir: str | Path, run: BundleRun, *, echo: bool = True) -> dict[str, dict]:
+    """Train ``run`` (unless done), evaluate it on ``run.eval_splits`` (unless done); return the reports.
+
+    Returns:
+        ``{split: report}``, the ``report.json`` that ``evaluate.json`` wrote to
+        ``eval/report_<split>/`` of the unit's folder, with ``scores_file`` added: the per-case CSV of
+        a segmentation bundle (``eval/scores_<split>.csv``), or ``None``.
+
+    Raises:
+        ValueError: the unit's folder holds a unit with other configs or overrides.
+        RunFailed: a bundle command failed (its log is named).
+    """
+    bundle = Path(bundle).resolve()
+    root = (Path(out_dir) / run.name).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    state_file = root / "unit.json"
+    state = _state(state_file)
+    if state and state.get("spec") != run.spec():
+        raise ValueError(
+            f"{root} holds a run with other settings ({state.get('spec')}); this one is {run.spec()}. "
+            "Use another output folder or remove it."
+        )
+    state.setdefault("spec", run.spec())
+    if not state.get("trained"):
+        resume = any((root / "models").glob("checkpoint_*.pt"))
+        print(f"  {run.name}: {'resuming' if resume else 'training'}", flush=True)
+        overrides = dict(run.overrides, **({"resume": True} if resume else {}))
+        _run(bundle_command(bundle, run.configs, root, overrides), root, root / "logs" / "train.log", echo)
+        state["trained"] = True
+        _save_state(state_file, state)
+    reports = {}
+    for split in run.eval_splits:
+        report = root / "eval" / f"report_{split}" / "report.json"
+        if not report.is_file():
+            print(f"  {run.name}: evaluating on {split}", flush=True)
+            _run(bundle_command(bundle, [*run.configs, "evaluate.json"], root, dict(run.overrides, eval_split=split)),
+                 root, root / "logs" / f"evaluate_{split}.log", echo)
+        rep = json.loads(report.read_text())
+        per_case = root / "eval" / f"scores_{split}.csv"  # segmentation bundles' per-case scores
+        rep["scores_file"] = str(per_case) if per_case.is_file() else None
+        reports[split] = rep
+    state["evaluated"] = sorted(set(state.get("evaluated", [])) | set(run.eval_splits))
+    _save_state(state_file, state)
+    return reports

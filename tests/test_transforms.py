@@ -1,0 +1,181 @@
+"""MaskOutsideBoxd: zero a channel-first volume outside the case's bounding box."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Compose
+
+from fairmonai.transforms import BBOX_KEYS, MaskOutsideBoxd
+
+SHAPE = (2, 5, 6, 7)
+
+
+def _case(box, case_id="case_1", x=None):
+    d = {"case_id": case_id, "pred": torch.arange(1, 1 + np.prod(SHAPE), dtype=torch.float32).reshape(SHAPE)
+         if x is None else x}
+    d.update(dict(zip(BBOX_KEYS, box)))
+    return d
+
+
+def _by_hand(x, lo, hi):
+    """Zero outside [lo, hi) with explicit loops over every voxel."""
+    want = np.array(x, copy=True)
+    for c in range(want.shape[0]):
+        for i in range(want.shape[1]):
+            for j in range(want.shape[2]):
+                for k in range(want.shape[3]):
+                    inside = all(lo[a] <= v < hi[a] for a, v in enumerate((i, j, k)))
+                    if not inside:
+                        want[c, i, j, k] = 0
+    return want
+
+
+@pytest.mark.parametrize(
+    "box, lo, hi",
+    [
+        ((1, 3, 2, 5, 0, 7), (1, 2, 0), (3, 5, 7)),  # inside
+        ((0, 5, 0, 6, 0, 7), (0, 0, 0), (5, 6, 7)),  # the whole array
+        ((-2, 2, 4, 99, 6, 7), (0, 4, 6), (2, 6, 7)),  # clipped at both ends; one slice along z
+        (("1", "4", "0.0", "3", " 2 ", "5.0"), (1, 0, 2), (4, 3, 5)),  # strings (manifest cells)
+        ((1.0, 4.0, np.int64(0), np.float32(3), 2, 5), (1, 0, 2), (4, 3, 5)),  # integral floats, numpy
+        ((torch.tensor(1), torch.tensor([4]), torch.tensor(0.0), np.array([3]), np.array(2), 5),
+         (1, 0, 2), (4, 3, 5)),  # 0-d / one-element tensors and arrays (a decollated batch)
+    ],
+)
+def test_mask_equals_hand_computation(box, lo, hi):
+    d = _case(box)
+    x = d["pred"].clone()
+    out = MaskOutsideBoxd("pred")(d)
+    np.testing.assert_array_equal(out["pred"].numpy(), _by_hand(x.numpy(), lo, hi))
+    torch.testing.assert_close(d["pred"], x)  # the input is not modified
+    assert out["bbox_x_min"] is d["bbox_x_min"] and out["case_id"] == "case_1"
+
+
+def test_small_box_by_value():
+    x = torch.ones(1, 3, 3, 3)
+    out = MaskOutsideBoxd("pred")(_case((1, 2, 0, 2, 2, 3), x=x))["pred"]
+    want = torch.zeros(1, 3, 3, 3)
+    want[0, 1, 0, 2] = want[0, 1, 1, 2] = 1  # x = 1, y in {0, 1}, z = 2
+    torch.testing.assert_close(out, want)
+
+
+def test_box_axes_reversed_for_simpleitk_order():
+    x = torch.ones(1, 4, 5, 6)
+    # box given in SimpleITK array order: "x" bounds array axis 2, "z" axis 0
+    out = MaskOutsideBoxd("pred", box_axes=(2, 1, 0))(_case((1, 3, 0, 5, 2, 4), x=x))["pred"]
+    np.testing.assert_array_equal(out.numpy(), _by_hand(x.numpy(), (2, 0, 1), (4, 5, 3)))
+
+
+def test_several_keys_numpy_and_dtypes():
+    pred = np.ones((1, 4, 4, 4), dtype=np.uint8)
+    prob = torch.ones(2, 4, 4, 4, dtype=torch.bool)
+    d = {"pred": pred, "prob": prob, **dict(zip(BBOX_KEYS, (0, 2, 0, 4, 0, 4)))}
+    out = MaskOutsideBoxd(["pred", "prob"])(d)
+    assert isinstance(out["pred"], np.ndarray) and out["pred"].dtype == np.uint8
+    assert out["prob"].dtype == torch.bool
+    assert int(out["pred"].sum()) == 2 * 4 * 4 and int(out["prob"].sum()) == 2 * 2 * 4 * 4
+    assert int(pred.sum()) == 64  # not modified
+
+
+def test_metatensor_metadata_survives():
+    affine = torch.diag(torch.tensor([0.7, 0.7, 1.5, 1.0], dtype=torch.float64))
+    x = MetaTensor(torch.ones(1, 4, 5, 6), affine=affine, meta={"filename_or_obj": "/data/case_1.nii.gz"})
+    out = Compose([MaskOutsideBoxd("pred")])(_case((1, 3, 1, 4, 0, 6), x=x))["pred"]
+    assert isinstance(out, MetaTensor)
+    assert out.meta["filename_or_obj"] == "/data/case_1.nii.gz"
+    torch.testing.assert_close(out.affine, affine)
+    assert float(out.sum()) == 2 * 3 * 6 and float(x.sum()) == 120
+
+
+@pytest.mark.parametrize(
+    "box, clipped",
+    [
+        ((3, 3, 0, 6, 0, 7), "[3:3, 0:6, 0:7]"),  # min == max
+        ((4, 2, 0, 6, 0, 7), "[4:2, 0:6, 0:7]"),  # min > max
+        ((5, 9, 0, 6, 0, 7), "[5:5, 0:6, 0:7]"),  # beyond the array
+        ((0, 5, -4, -1, 0, 7), "[0:5, 0:0, 0:7]"),  # before the array
+    ],
+)
+def test_empty_box_raises(box, clipped):
+    with pytest.raises(ValueError) as e:
+        MaskOutsideBoxd("pred")(_case(box, case_id="DUKE_007"))
+    named = dict(zip(BBOX_KEYS, box))
+    assert str(e.value) == (
+        f"MaskOutsideBoxd: the box of case 'DUKE_007' {named} leaves no voxel of 'pred' with shape {SHAPE} "
+        f"(min inclusive, max exclusive, clipped to the array: {clipped})."
+    )
+
+
+@pytest.mark.parametrize(
+    "value, msg",
+    [
+        (1.5, "MaskOutsideBoxd: case 'c9': 'bbox_y_max' must be an integer voxel index, got 1.5."),
+        ("2.5", "MaskOutsideBoxd: case 'c9': 'bbox_y_max' must be an integer voxel index, got '2.5'."),
+        ("inf", "MaskOutsideBoxd: case 'c9': 'bbox_y_max' must be an integer voxel index, got 'inf'."),
+        ("abc", "MaskOutsideBoxd: case 'c9': 'bbox_y_max' must be a number, got 'abc'."),
+        (True, "MaskOutsideBoxd: case 'c9': 'bbox_y_max' must be a number, got True."),
+        (torch.tensor([1, 2]), "MaskOutsideBoxd: case 'c9': 'bbox_y_max' must be a number, got tensor([1, 2])."),
+    ],
+)
+def test_bad_values_raise(value, msg):
+    box = [0, 5, 0, value, 0, 7]
+    with pytest.raises(ValueError) as e:
+        MaskOutsideBoxd("pred")(_case(box, case_id="c9"))
+    assert str(e.value) == msg
+
+
+def test_wrong_shape_and_bad_options():
+    d = _case((0, 2, 0, 2, 0, 2), x=torch.ones(4, 4, 4))
+    with pytest.raises(ValueError) as e:
+        MaskOutsideBoxd("pred")(d)
+    assert str(e.value) == (
+        "MaskOutsideBoxd: 'pred' of case 'case_1' must be channel-first (C, X, Y, Z), got shape (4, 4, 4).")
+    with pytest.raises(ValueError, match=r"box_keys must name 6 keys .*got \('a', 'b'\)"):
+        MaskOutsideBoxd("pred", box_keys=("a", "b"))
+    with pytest.raises(ValueError, match=r"box_axes must be a permutation of \(0, 1, 2\), got \(0, 0, 1\)"):
+        MaskOutsideBoxd("pred", box_axes=(0, 0, 1))
+
+
+@pytest.mark.parametrize("missing", [None, float("nan"), "", "nan", np.nan, "absent"])
+def test_missing_box_raises_by_default(missing):
+    d = _case((0, 2, 0, 2, 0, 2))
+    if missing == "absent":
+        del d["bbox_z_min"]
+        shown = None
+    else:
+        d["bbox_z_min"] = missing
+        shown = missing
+    with pytest.raises(ValueError) as e:
+        MaskOutsideBoxd("pred")(d)
+    assert str(e.value) == (
+        f"MaskOutsideBoxd: case 'case_1' has no value for 'bbox_z_min' (got {shown!r}); pass "
+        "allow_missing_box=True to leave such cases unmasked."
+    )
+
+
+def test_missing_box_allowed_leaves_case_and_warns_once(caplog):
+    t = MaskOutsideBoxd("pred", allow_missing_box=True)
+    d = _case((0, 2, "", 2, 0, 2), case_id="DUKE_042")
+    with caplog.at_level(logging.WARNING, logger="fairmonai.transforms.MaskOutsideBoxd"):
+        first = t(d)
+        second = t(_case((0, 2, None, 2, 0, 2), case_id="DUKE_042"))
+        other = t(_case((0, 2, 0, 2, float("nan"), 2), case_id="DUKE_043"))
+    torch.testing.assert_close(first["pred"], d["pred"])
+    torch.testing.assert_close(second["pred"], d["pred"])
+    torch.testing.assert_close(other["pred"], d["pred"])
+    msgs = [r.getMessage() for r in caplog.records]
+    assert msgs == [
+        "MaskOutsideBoxd: case 'DUKE_042' has no bounding box (bbox_y_min missing); its data are left unmasked.",
+        "MaskOutsideBoxd: case 'DUKE_043' has no bounding box (bbox_z_min missing); its data are left unmasked.",
+    ]
+    # a complete box is still applied
+    assert float(t(_case((0, 1, 0, 1, 0, 1), case_id="DUKE_044"))["pred"].sum()) == 1 + 211  # (c, 0, 0, 0)
+
+
+def test_missing_key_allowed():
+    d = _case((0, 2, 0, 2, 0, 2))
+    out = MaskOutsideBoxd(["pred", "other"], allow_missing_keys=True)(d)
+    assert "other" not in out and int(out["pred"].count_nonzero()) == 2 * 2 * 2 * 2
