@@ -43,7 +43,6 @@ from monai.utils import string_list_all_gather
 
 from ..data.manifest import EXCLUDED_CODE, EXCLUDED_VALUE, is_missing
 from ..metrics import max_abs_divergence_per_sample, subgroup_divergence
-from ..metrics._subgroups import _normalise_values
 
 __all__ = [
     "SubgroupReweighting",
@@ -93,67 +92,6 @@ _LOGGER = logging.getLogger(__name__)
 
 
 # mixed-radix keys must stay below this (int64); beyond it, max_abs_divergence_per_sample is used
-_MAX_KEY = 1 << 62
-
-
-def _max_abs_divergence(table: pd.DataFrame, metadata: pd.DataFrame, attributes: list[str]) -> np.ndarray:
-    """Per case of ``metadata``, the largest ``|divergence|`` of the table's subgroups holding it; NaN in none.
-
-    The same numbers as :func:`~fairmonai.metrics.max_abs_divergence_per_sample` (the tests compare
-    them), without its ``n_cases x n_subgroups`` membership product. A subgroup's items all share one
-    attribute set; subgroups are grouped by that set (at most ``2^p - 1`` groups). Per group, each case
-    gets one mixed-radix key from its value codes on those attributes (code 0 for a value no subgroup
-    uses, so it never matches), each subgroup the key of its own values, and a sorted search finds the
-    case's subgroup of that group, if any: ``O(n log k)`` per group instead of ``O(n k)``.
-    """
-    n = len(metadata)
-    if len(table) == 0 or n == 0:
-        return np.full(n, np.nan)
-    pos = {str(a): j for j, a in enumerate(attributes)}
-    itemsets = [tuple((str(a), str(v)) for a, v in its) for its in table["itemset"]]
-    absdiv = np.abs(table["divergence"].to_numpy(dtype=np.float64))
-    vocab: list[dict[str, int]] = [{} for _ in attributes]  # value -> code (1, 2, ...) per attribute
-    for its in itemsets:
-        for a, v in its:
-            d = vocab[pos[a]]
-            d.setdefault(v, len(d) + 1)
-    cards = np.array([len(d) + 1 for d in vocab], dtype=np.int64)
-    codes = np.zeros((n, len(attributes)), dtype=np.int64)
-    for j, a in enumerate(attributes):
-        if vocab[j]:
-            values = _normalise_values(metadata[a])  # as subgroup_divergence reads them
-            codes[:, j] = pd.Index(list(vocab[j]), dtype=object).get_indexer(values) + 1  # absent: -1 + 1 = 0
-    # a case's weight depends only on its codes: work on the distinct code rows, then broadcast back
-    if math.prod(int(c) for c in cards) < _MAX_KEY:  # one key per code row, hashed (O(n))
-        full_radix = np.concatenate([[1], np.cumprod(cards)[:-1]]).astype(np.int64)
-        inverse, keys = pd.factorize(codes @ full_radix)
-        codes = (np.asarray(keys, dtype=np.int64)[:, None] // full_radix) % cards
-    else:
-        codes, inverse = np.unique(codes, axis=0, return_inverse=True)
-    inverse = np.asarray(inverse).reshape(-1)
-    best = np.full(len(codes), -np.inf)
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for r, its in enumerate(itemsets):
-        groups.setdefault(tuple(sorted(pos[a] for a, _ in its)), []).append(r)
-    for attr_idx, rows in groups.items():
-        idx = list(attr_idx)
-        if math.prod(int(c) for c in cards[idx]) >= _MAX_KEY:
-            sub = table.iloc[rows]
-            distinct = metadata.iloc[np.unique(inverse, return_index=True)[1]]  # one case per code row
-            best = np.maximum(best, max_abs_divergence_per_sample(sub, metadata=distinct, fill_value=-np.inf))
-            continue
-        radix = np.concatenate([[1], np.cumprod(cards[idx])[:-1]]).astype(np.int64)
-        item_codes = np.array([[vocab[pos[a]][v] for a, v in sorted(itemsets[r], key=lambda it: pos[it[0]])]
-                               for r in rows], dtype=np.int64)
-        item_keys = item_codes @ radix
-        order = np.argsort(item_keys, kind="stable")
-        keys_sorted, div_sorted = item_keys[order], absdiv[np.asarray(rows)[order]]
-        case_keys = codes[:, idx] @ radix
-        at = np.minimum(np.searchsorted(keys_sorted, case_keys), len(keys_sorted) - 1)
-        hit = keys_sorted[at] == case_keys
-        best[hit] = np.maximum(best[hit], div_sorted[at[hit]])
-    best = best[inverse]
-    return np.where(np.isneginf(best), np.nan, best)
 
 
 def _weights_and_table(val_scores, val_metadata, train_metadata, *, attributes, minsup, fill_value, normalize,
@@ -179,7 +117,7 @@ def _weights_and_table(val_scores, val_metadata, train_metadata, *, attributes, 
         table.attrs["n_train_in_no_subgroup"] = 0
         return np.zeros(0, dtype=np.float64), table, False
 
-    w = _max_abs_divergence(table, train_metadata, attributes)  # NaN: in no subgroup
+    w = max_abs_divergence_per_sample(table, metadata=train_metadata, fill_value=np.nan)  # NaN: in no subgroup
     unmatched = np.isnan(w)
     w[unmatched] = fill_value
     table.attrs["n_train_in_no_subgroup"] = int(unmatched.sum())

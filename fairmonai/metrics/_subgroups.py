@@ -457,7 +457,9 @@ def max_abs_divergence_per_sample(
 
         w_i = \\max_{S \\ni i} |\\Delta(S)|
 
-    the per-sample weight of a FairMedSeg-style reweighting. A case in no subgroup of the table (its
+    the per-sample weight of a FairMedSeg-style reweighting, computed without a cases x subgroups
+    membership matrix (:func:`_max_abs_by_keys`: a sorted-key lookup per attribute combination, the same
+    numbers as the membership product). A case in no subgroup of the table (its
     attribute values are rarer than ``minsup``, or it has values never mined) gets ``fill_value``,
     0 by default: no subgroup evidence of divergence, i.e. the same weight as a case whose subgroups
     all sit on the overall mean.
@@ -477,10 +479,86 @@ def max_abs_divergence_per_sample(
     """
     if not isinstance(divergence_table, pd.DataFrame) or "divergence" not in divergence_table.columns:
         raise ValueError(_MSG_NO_DIVERGENCE_COLUMN)
+    itemsets = _itemsets_of(divergence_table)
+    if not isinstance(metadata, pd.DataFrame):
+        raise TypeError(_MSG_METADATA_TYPE.format(type=type(metadata).__name__))
+    attributes = list(dict.fromkeys(a for its in itemsets for a, _ in its))
+    cols = {str(c): c for c in metadata.columns}
+    missing = [a for a in attributes if a not in cols]
+    if missing:
+        raise ValueError(_MSG_MISSING_COLUMNS.format(missing=missing, columns=list(metadata.columns)))
+    meta = metadata[[cols[a] for a in attributes]].set_axis(attributes, axis=1)
+    best = _max_abs_by_keys(divergence_table.assign(itemset=itemsets), meta, attributes)
+    return np.where(np.isneginf(best), float(fill_value), best)
+
+
+def _max_abs_by_membership(divergence_table: pd.DataFrame, metadata: pd.DataFrame) -> np.ndarray:
+    """Per case, max ``|divergence|`` over the subgroups holding it (-inf in none), by the membership
+    product of :func:`subgroup_membership` (``O(n k)``; the fallback of :func:`_max_abs_by_keys`)."""
     x, inc, lengths = _membership_inputs(divergence_table, metadata)
     absdiv = np.abs(divergence_table["divergence"].to_numpy(dtype=np.float64))
     best = np.full(len(metadata), -np.inf)
     for start, member in _membership_blocks(x, inc, lengths):
         d = absdiv[start:start + member.shape[0], None]
         best = np.maximum(best, np.where(member, d, -np.inf).max(axis=0, initial=-np.inf))
-    return np.where(np.isneginf(best), float(fill_value), best)
+    return best
+
+
+def _max_abs_by_keys(table: pd.DataFrame, metadata: pd.DataFrame, attributes: list[str]) -> np.ndarray:
+    """Per case of ``metadata``, the largest ``|divergence|`` of the table's subgroups holding it; NaN in none.
+
+    The same numbers as the membership product of :func:`_max_abs_by_membership` (the tests compare
+    them), without its ``n_cases x n_subgroups`` cost. A subgroup's items all share one
+    attribute set; subgroups are grouped by that set (at most ``2^p - 1`` groups). Per group, each case
+    gets one mixed-radix key from its value codes on those attributes (code 0 for a value no subgroup
+    uses, so it never matches), each subgroup the key of its own values, and a sorted search finds the
+    case's subgroup of that group, if any: ``O(n log k)`` per group instead of ``O(n k)``.
+    """
+    n = len(metadata)
+    if len(table) == 0 or n == 0:
+        return np.full(n, -np.inf)
+    pos = {str(a): j for j, a in enumerate(attributes)}
+    itemsets = [tuple((str(a), str(v)) for a, v in its) for its in table["itemset"]]
+    absdiv = np.abs(table["divergence"].to_numpy(dtype=np.float64))
+    vocab: list[dict[str, int]] = [{} for _ in attributes]  # value -> code (1, 2, ...) per attribute
+    for its in itemsets:
+        for a, v in its:
+            d = vocab[pos[a]]
+            d.setdefault(v, len(d) + 1)
+    cards = np.array([len(d) + 1 for d in vocab], dtype=np.int64)
+    codes = np.zeros((n, len(attributes)), dtype=np.int64)
+    for j, a in enumerate(attributes):
+        if vocab[j]:
+            values = _normalise_values(metadata[a])  # as subgroup_divergence reads them
+            codes[:, j] = pd.Index(list(vocab[j]), dtype=object).get_indexer(values) + 1  # absent: -1 + 1 = 0
+    # a case's weight depends only on its codes: work on the distinct code rows, then broadcast back
+    if math.prod(int(c) for c in cards) < _MAX_KEY:  # one key per code row, hashed (O(n))
+        full_radix = np.concatenate([[1], np.cumprod(cards)[:-1]]).astype(np.int64)
+        inverse, keys = pd.factorize(codes @ full_radix)
+        codes = (np.asarray(keys, dtype=np.int64)[:, None] // full_radix) % cards
+    else:
+        codes, inverse = np.unique(codes, axis=0, return_inverse=True)
+    inverse = np.asarray(inverse).reshape(-1)
+    best = np.full(len(codes), -np.inf)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for r, its in enumerate(itemsets):
+        groups.setdefault(tuple(sorted(pos[a] for a, _ in its)), []).append(r)
+    for attr_idx, rows in groups.items():
+        idx = list(attr_idx)
+        if math.prod(int(c) for c in cards[idx]) >= _MAX_KEY:
+            sub = table.iloc[rows]
+            distinct = metadata.iloc[np.unique(inverse, return_index=True)[1]]  # one case per code row
+            best = np.maximum(best, _max_abs_by_membership(sub, distinct))
+            continue
+        radix = np.concatenate([[1], np.cumprod(cards[idx])[:-1]]).astype(np.int64)
+        item_codes = np.array([[vocab[pos[a]][v] for a, v in sorted(itemsets[r], key=lambda it: pos[it[0]])]
+                               for r in rows], dtype=np.int64)
+        item_keys = item_codes @ radix
+        order = np.argsort(item_keys, kind="stable")
+        keys_sorted, div_sorted = item_keys[order], absdiv[np.asarray(rows)[order]]
+        case_keys = codes[:, idx] @ radix
+        at = np.minimum(np.searchsorted(keys_sorted, case_keys), len(keys_sorted) - 1)
+        hit = keys_sorted[at] == case_keys
+        best[hit] = np.maximum(best[hit], div_sorted[at[hit]])
+    best = best[inverse]
+    return best

@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = Path(__file__).resolve().parent / "bundle_meta_schema.json"
 BUNDLES = sorted(p for p in (ROOT / "bundles").iterdir() if (p / "configs" / "metadata.json").is_file())
 METHODS = [(b, m.stem) for b in BUNDLES for m in sorted((b / "configs").glob("method_*.json"))]
+NETWORKS = [(b, m.stem) for b in BUNDLES for m in sorted((b / "configs").glob("net_*.json"))]
 ENV = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONWARNINGS": "ignore"}
 
 
@@ -217,6 +218,15 @@ def test_method_overlay_trains(bundle, method, tmp_path):
     assert (tmp_path / "models" / "model.pt").is_file()
     curve = pd.read_csv(tmp_path / "eval" / "penalty_curve.csv")
     assert len(curve) >= 1 and np.isfinite(curve["loss"]).all()
+
+
+@pytest.mark.parametrize("bundle,net", NETWORKS, ids=_ids(NETWORKS))
+def test_network_overlay_trains(bundle, net, tmp_path):
+    """Each network overlay trains one epoch and validates to a finite key metric."""
+    res = run_bundle(bundle, tmp_path, ["train.json", f"{net}.json"])
+    assert (tmp_path / "models" / "model.pt").is_file()
+    value = float(_last_val_line(res.stdout + res.stderr).split(":", 1)[1].split()[0])
+    assert np.isfinite(value) and 0.0 <= value <= 1.0
 
 
 def test_export_torchscript_and_onnx(trained, tmp_path):

@@ -257,3 +257,37 @@ def test_ill_per_sample_inputs():
     assert str(e.value) == "divergence_table must be a DataFrame with 'itemset' and 'divergence' columns."
     with pytest.raises(TypeError):
         subgroup_divergence(SCORES, META)  # metadata is keyword-only
+
+
+@pytest.mark.parametrize("options", [{}, {"max_len": 2}, {"ignore_values": ("unknown",)}, {"minsup": 0.05}])
+@pytest.mark.parametrize("small_keys", [False, True])
+def test_weights_equal_max_abs_divergence_per_sample(monkeypatch, options, small_keys):
+    """The keyed lookup (max_abs_divergence_per_sample, divergence_weights) gives exactly the numbers of
+    the membership product (missing values included)."""
+    import fairmonai.metrics._subgroups as mod
+    from fairmonai.handlers import divergence_weights
+
+    if small_keys:  # exercise the fallbacks for key ranges beyond int64
+        monkeypatch.setattr(mod, "_MAX_KEY", 4)
+    rng = np.random.default_rng(0)
+    cats = {"a": ["p", "q", "r", "s", None], "b": list("xyz") + ["", "unknown"], "c": list("uvw"), "d": ["m", "n"]}
+    val = pd.DataFrame({k: rng.choice(np.array(v, dtype=object), 300) for k, v in cats.items()})
+    cats["c"] = cats["c"] + ["new"]  # a value never seen in validation
+    train = pd.DataFrame({k: rng.choice(np.array(v, dtype=object), 2000) for k, v in cats.items()})
+    train.loc[5, "a"] = np.nan
+    scores = rng.uniform(0.3, 0.95, 300)
+    w, table = divergence_weights(scores, val, train, attributes=list(cats), fill_value=0.01, **options)
+    by_membership = mod._max_abs_by_membership(table, train)
+    want = np.where(np.isneginf(by_membership), 0.01, by_membership)
+    np.testing.assert_array_equal(max_abs_divergence_per_sample(table, metadata=train, fill_value=0.01), want)
+    np.testing.assert_array_equal(w, want)
+    assert table.attrs["n_train_in_no_subgroup"] == int((want == 0.01).sum())
+    # spot checks by hand
+    for i in (0, 5, 1999):
+        row = train.iloc[i].map(lambda v: "unknown" if v is None or v != v or v == "" else v)
+        member = [all(row[a] == v for a, v in its) for its in table["itemset"]]
+        expected = table["divergence"].abs()[member].max() if any(member) else 0.01
+        assert w[i] == pytest.approx(expected, abs=1e-15)
+
+
+# ---- two processes, gloo on CPU, each rank validating part of the cases
