@@ -95,7 +95,10 @@ def _write(df: pd.DataFrame, out: Path, stem: str, md_lines: list[str]) -> None:
 def table1(out: str | Path, *, seeds: Sequence[int] = (0, 1, 2), nets: Sequence[str] = tuple(NETWORKS),
            methods: Sequence[str] = tuple(METHODS), overrides: Mapping[str, object] | None = None,
            bundle: str | Path = BUNDLE, echo: bool = True) -> pd.DataFrame:
-    """Train and test-score every (network, method, seed); write ``table1.csv`` and ``table1.md``.
+    """Train and test-score every (network, method, seed); write ``table1.csv`` and ``table1.md``, and
+    (with both methods) the Figure 2 heatmaps per network: test Dice per age group x breast density and
+    age group x menopausal status cell for base, FairMedSeg and their difference, pooled over the seeds
+    (``heatmaps/<net>/``, :func:`fairmonai.reports.dice_heatmap_comparison`).
 
     Returns:
         One row per run: ``net``, ``method``, ``seed``, the :data:`SCORES` columns, ``run_dir``.
@@ -121,6 +124,13 @@ def table1(out: str | Path, *, seeds: Sequence[int] = (0, 1, 2), nets: Sequence[
     md += [f"| {r.net} | {r.method} | {r.seed} | " + " | ".join(f"{getattr(r, c):.4f}" for c in SCORES) + " |"
            for r in df.itertuples()]
     _write(df, out, "table1", md)
+    if {"base", "fairmedseg"} <= set(methods):
+        from ..reports.compare import dice_heatmap_comparison  # plotting: import only when used
+
+        for net in nets:
+            files = {m: [Path(r) / "eval" / "scores_test.csv" for r in df.loc[(df.net == net) & (df.method == m),
+                                                                                  "run_dir"]] for m in METHODS}
+            dice_heatmap_comparison(files["base"], files["fairmedseg"], out / "heatmaps" / net)
     return df
 
 

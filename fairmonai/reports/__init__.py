@@ -15,6 +15,8 @@ _HOME = {
     "dice_matrix": ".report",
     "read_predictions": ".report",
     "write_report": ".report",
+    "FIGURE2_PAIRS": ".compare",
+    "dice_heatmap_comparison": ".compare",
     "forest_plot": ".plots",
     "heatmap": ".plots",
     "metric_bar_chart": ".plots",
