@@ -58,7 +58,14 @@ class BundleRun:
 
 
 def _text(v: object) -> str:
+    """A value as recorded in ``unit.json`` (JSON)."""
     return v if isinstance(v, str) else json.dumps(v)
+
+
+def _cli(v: object) -> str:
+    """A value on the command line: ``monai.bundle run`` reads its arguments with fire, which parses
+    Python literals, so ``False`` stays a bool where JSON's ``false`` would become the string 'false'."""
+    return v if isinstance(v, str) else repr(v)
 
 
 def bundle_command(bundle: Path, configs: Sequence[str], root: Path, overrides: Mapping[str, object]) -> list[str]:
@@ -68,7 +75,7 @@ def bundle_command(bundle: Path, configs: Sequence[str], root: Path, overrides: 
            "--meta_file", str(bundle / "configs" / "metadata.json"),
            "--logging_file", str(bundle / "configs" / "logging.conf"), "--bundle_root", str(root)]
     for k, v in overrides.items():
-        cmd += [f"--{k}", _text(v)]
+        cmd += [f"--{k}", _cli(v)]
     return cmd
 
 
@@ -119,7 +126,9 @@ def run_bundle_unit(bundle: str | Path, out_dir: str | Path, run: BundleRun, *, 
             f"{root} holds a run with other settings ({state.get('spec')}); this one is {run.spec()}. "
             "Use another output folder or remove it."
         )
-    state.setdefault("spec", run.spec())
+    if not state:  # record the spec before training, so an interrupted folder is not resumed with others
+        state = {"spec": run.spec()}
+        _save_state(state_file, state)
     if not state.get("trained"):
         resume = any((root / "models").glob("checkpoint_*.pt"))
         print(f"  {run.name}: {'resuming' if resume else 'training'}", flush=True)

@@ -139,9 +139,6 @@ def test_failing_command_raises_run_failed_naming_its_log(bundle, tmp_path):
     assert not (out / "unit" / "eval").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG runs.py: unit.json (the spec) is first written after training "
-                   "finished, so an interrupted unit's folder is not guarded against another spec, which then "
-                   "resumes from its checkpoints")
 def test_interrupted_unit_folder_refuses_other_spec(tmp_path, monkeypatch):
     calls = []
 
@@ -160,9 +157,6 @@ def test_interrupted_unit_folder_refuses_other_spec(tmp_path, monkeypatch):
     assert len(calls) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="BUG runs.py: bool / None overrides are JSON-encoded ('false', 'null'), "
-                   "which `python -m monai.bundle run` (fire) reads as the strings 'false' / 'null'; "
-                   "'false' is truthy")
 def test_overrides_reach_the_bundle_with_their_types():
     from fire.parser import DefaultParseValue  # how `python -m monai.bundle run` parses an override
 
@@ -283,6 +277,9 @@ def _table_report(run, split):
 def test_table1(tmp_path, monkeypatch):
     fake = FakeRuns(_table_report)
     monkeypatch.setattr("fairmonai.experiments.fairmedseg.run_bundle_unit", fake)
+    heatmaps = []
+    monkeypatch.setattr("fairmonai.reports.compare.dice_heatmap_comparison",
+                        lambda base, method, out_dir: heatmaps.append((base, method, out_dir)))
     out = tmp_path / "t1"
     df = table1(out, seeds=(0, 1, 2), nets=("unet", "swinunetr"), overrides={"epochs": 3}, bundle=tmp_path / "b",
                 echo=False)
@@ -323,6 +320,34 @@ def test_table1(tmp_path, monkeypatch):
     assert unet_base.endswith("| 0.600 +- 0.100 |")  # TS 0.5, 0.6, 0.7
     assert "| swinunetr | base | 2 | 0.2000 | 0.2000 | 0.6500 | 0.9000 | 0.6000 |" in md
     assert sum(" +- " in x for x in md.splitlines()[1:]) == 4  # one mean +- sd row per (net, method)
+
+    # Figure 2 (both methods run): one comparison per network, the test score files of its seeds
+    def files(net, method):
+        return [(out / f"{net}_{method}_seed{s}").resolve() / "eval" / "scores_test.csv" for s in (0, 1, 2)]
+
+    assert heatmaps == [(files(net, "base"), files(net, "fairmedseg"), out / "heatmaps" / net)
+                        for net in ("unet", "swinunetr")]
+
+    heatmaps.clear()
+    table1(tmp_path / "base_only", seeds=(0,), nets=("unet",), methods=("base",), echo=False)
+    assert heatmaps == []  # no Figure 2 without both methods
+
+
+def test_table1_writes_figure2_from_the_score_files(tmp_path, monkeypatch):
+    def report(run, split):  # the unit's per-case scores, as the segmentation bundle's evaluation writes
+        csv = tmp_path / run.name / "eval" / "scores_test.csv"
+        csv.parent.mkdir(parents=True)
+        dice = 0.5 if run.name.startswith("unet_base") else 0.8
+        pd.DataFrame({"case_id": ["a", "b"], "dice": [dice, dice], "age_group": ["71+", "0-40"],
+                      "breast_density": ["d", "a"], "menopausal_status": ["post", "pre"]}).to_csv(csv, index=False)
+        return _report(0.5)
+
+    monkeypatch.setattr("fairmonai.experiments.fairmedseg.run_bundle_unit", FakeRuns(report))
+    table1(tmp_path, seeds=(0,), nets=("unet",), echo=False)
+    cells = pd.read_csv(tmp_path / "heatmaps" / "unet" / "subgroup_dice.csv").set_index(["pair", "row", "column"])
+    c = cells.loc[("age_group x breast_density", "71+", "d")]
+    assert (c.n_base, c.n_method) == (1, 1) and c.difference == pytest.approx(0.3)
+    assert (tmp_path / "heatmaps" / "unet" / "heatmap_age_group_x_breast_density_difference.png").is_file()
 
 
 def test_unknown_network_or_method(tmp_path, monkeypatch):
