@@ -465,6 +465,7 @@ class SubgroupReweighting:
         self.weights_epoch: int | None = None
         self.trainer: Engine | None = None
         self._rows: list[str] = []
+        self._history_checked = False  # whether this process has trimmed divergence_history.csv once
 
     # ---- training data
 
@@ -632,11 +633,18 @@ class SubgroupReweighting:
         history_path = folder / "divergence_history.csv"
         new = table.loc[:, ["subgroup", "support", "divergence"]].copy()
         new.insert(0, "epoch", epoch)
-        if history_path.is_file():
+        new = new.loc[:, list(HISTORY_COLUMNS)]
+        if history_path.is_file() and not self._history_checked:
+            # first write of this process: drop rows of this epoch or later (a resumed run re-validates
+            # them), once; afterwards rows are appended, so an epoch costs O(its subgroups), not O(history)
             old = pd.read_csv(history_path, keep_default_na=False, dtype={"subgroup": str})
-            old = old[old["epoch"] != epoch]  # a re-validated epoch (resumed run) replaces its rows
-            new = pd.concat([old, new], ignore_index=True) if len(old) else new
-        _atomic_csv(new.loc[:, list(HISTORY_COLUMNS)], history_path)
+            old = old[old["epoch"] < epoch]
+            _atomic_csv(pd.concat([old, new], ignore_index=True) if len(old) else new, history_path)
+        elif history_path.is_file():
+            new.to_csv(history_path, mode="a", header=False, index=False, lineterminator="\n")
+        else:
+            _atomic_csv(new, history_path)
+        self._history_checked = True
 
     # ---- checkpointing
 

@@ -439,3 +439,23 @@ def test_two_process_gloo_equals_single_process(tmp_path):
         assert got == pytest.approx(want, abs=1e-6)
     t = pd.read_csv(tmp_path / "subgroups" / "epoch_0000.csv", keep_default_na=False)  # written by rank 1
     assert t["subgroup"].tolist() == table["subgroup"].tolist() and t["count"].sum() == table["count"].sum()
+
+
+def test_history_is_appended_and_trimmed_once_after_a_resume(tmp_path):
+    """Each epoch appends its rows; a new process (a resumed run) first drops rows of epochs it redoes."""
+    train = _train_records()
+    table = pd.DataFrame({"itemset": [(("age", "old"),), (("density", "a"),)], "subgroup": ["age=old", "density=a"],
+                          "length": [1, 1], "count": [2, 4], "support": [0.25, 0.5], "mean": [0.5, 0.6],
+                          "divergence": [-0.1, 0.05]})
+    w = np.zeros(len(train))
+    first = SubgroupReweighting(_evaluator(_val_records()), train, ATTRS, output_dir=tmp_path)
+    for epoch in (1, 2, 3):
+        first._write(epoch, table, w)
+    path = tmp_path / "subgroups" / "divergence_history.csv"
+    assert pd.read_csv(path)["epoch"].tolist() == [1, 1, 2, 2, 3, 3]
+    resumed = SubgroupReweighting(_evaluator(_val_records()), train, ATTRS, output_dir=tmp_path)
+    resumed._write(3, table.assign(divergence=[-0.2, 0.1]), w)  # epoch 3 validated again after a resume
+    resumed._write(4, table, w)
+    hist = pd.read_csv(path)
+    assert hist["epoch"].tolist() == [1, 1, 2, 2, 3, 3, 4, 4]
+    assert hist.loc[hist["epoch"] == 3, "divergence"].tolist() == [-0.2, 0.1]
