@@ -15,10 +15,11 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from .experiments.runs import bundle_command as experiment_command
 
 __all__ = ["BUNDLE", "DEMO_OVERRIDES", "bundle_command", "run_bundle_demo", "side_by_side"]
 
@@ -36,13 +37,7 @@ MODELS = {"dn": ["train.json"], "fami_dn": ["train.json", "method_fami.json"]}
 
 def bundle_command(configs: Sequence[str], bundle_root: Path, overrides: dict[str, str]) -> list[str]:
     """The ``python -m monai.bundle run`` command line for ``configs`` of the OCT bundle."""
-    files = "[" + ",".join(f"'{BUNDLE / 'configs' / c}'" for c in configs) + "]"
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files,
-           "--meta_file", str(BUNDLE / "configs" / "metadata.json"),
-           "--logging_file", str(BUNDLE / "configs" / "logging.conf"), "--bundle_root", str(bundle_root)]
-    for k, v in overrides.items():
-        cmd += [f"--{k}", str(v)]
-    return cmd
+    return experiment_command(BUNDLE, configs, bundle_root, overrides)
 
 
 def _run(cmd: list[str], log: Path, show: Sequence[str]) -> None:

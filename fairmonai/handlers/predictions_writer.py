@@ -19,10 +19,10 @@ import ignite.distributed as idist
 import pandas as pd
 import torch
 from ignite.engine import Engine, Events
-from monai.data import decollate_batch
 from monai.utils import string_list_all_gather
 
 from ..data.manifest import EXCLUDED_CODE, is_missing
+from ._samples import atomic_csv, per_sample
 
 __all__ = ["PredictionsWriter", "NOT_PROBABILITIES_MSG"]
 
@@ -31,27 +31,6 @@ NOT_PROBABILITIES_MSG = (
     "(outside [0, 1] or not summing to 1); apply the softmax in the evaluator's postprocessing, e.g. "
     "Activationsd(keys='{key}', softmax=True)"
 )
-
-
-def _per_sample(data, keys: Sequence[str]) -> list[dict]:
-    """``data`` as a list of per-sample dicts holding only ``keys`` (those present).
-
-    Takes what a MONAI engine leaves in ``engine.state.batch`` / ``engine.state.output``: a
-    decollated list of dicts (``decollate=True``, the default) or one collated dict.
-    """
-    if isinstance(data, Mapping):
-        sub = {k: data[k] for k in keys if k in data and data[k] is not None}
-        if not sub:
-            return []
-        return decollate_batch(sub, detach=True)
-    if isinstance(data, (list, tuple)):
-        out = []
-        for item in data:
-            if not isinstance(item, Mapping):
-                raise TypeError(f"PredictionsWriter expects dicts per sample, got {type(item).__name__}")
-            out.append({k: item[k] for k in keys if k in item and item[k] is not None})
-        return out
-    raise TypeError(f"PredictionsWriter expects a dict or a list of dicts, got {type(data).__name__}")
 
 
 def _scalar(value):
@@ -203,8 +182,8 @@ class PredictionsWriter:
         batch_keys = [self.case_id_key, self.label_key]
         for a in self.attributes:
             batch_keys += [a, f"{a}_code"]
-        batch = _per_sample(engine.state.batch, batch_keys)
-        output = _per_sample(engine.state.output, [self.pred_key])
+        batch = per_sample(engine.state.batch, batch_keys, "PredictionsWriter")
+        output = per_sample(engine.state.output, [self.pred_key], "PredictionsWriter")
         if len(batch) != len(output):
             raise ValueError(f"PredictionsWriter: the batch holds {len(batch)} samples but the output {len(output)}")
         for b, o in zip(batch, output):
@@ -293,13 +272,7 @@ class PredictionsWriter:
         if len(seen) < len(rows):
             self.logger.info("PredictionsWriter: %d repeated case(s) written once", len(rows) - len(seen))
         df = self._columns([seen[k] for k in sorted(seen)])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            df.to_csv(tmp, index=False, lineterminator="\n")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_csv(df, path)
         self.logger.info("PredictionsWriter: %d cases written to %s", len(df), path)
         if self.report:
             self._write_report(engine, path, df)

@@ -23,10 +23,10 @@ import numpy as np
 import pandas as pd
 import torch
 from ignite.engine import Engine, Events
-from monai.data import decollate_batch
 from monai.utils import string_list_all_gather
 
 from ..data.manifest import EXCLUDED_CODE, is_missing
+from ._samples import atomic_csv, per_sample
 from ..metrics._segmentation import HD_MAX, case_scores
 
 __all__ = ["SegmentationScoresWriter", "SCORE_COLUMNS", "INFERENCE_COLUMNS"]
@@ -69,29 +69,6 @@ _MSG_REPORT_ATTRS = (
     "SegmentationScoresWriter: report=True needs the attributes to report on (attributes=[...]); "
     "the report's challenge scores are computed per attribute"
 )
-
-
-def _per_sample(data: Any, keys: Sequence[str]) -> list[dict]:
-    """``data`` as a list of per-sample dicts holding only ``keys`` (those present).
-
-    Takes what a MONAI engine leaves in ``engine.state.batch`` / ``engine.state.output``: a
-    decollated list of dicts (``decollate=True``, the default) or one collated dict.
-    """
-    if data is None:
-        return []
-    if isinstance(data, Mapping):
-        sub = {k: data[k] for k in keys if k in data and data[k] is not None}
-        if not sub:
-            return []
-        return decollate_batch(sub, detach=True)
-    if isinstance(data, (list, tuple)):
-        out = []
-        for item in data:
-            if not isinstance(item, Mapping):
-                raise TypeError(f"SegmentationScoresWriter expects dicts per sample, got {type(item).__name__}")
-            out.append({k: item[k] for k in keys if k in item and item[k] is not None})
-        return out
-    raise TypeError(f"SegmentationScoresWriter expects a dict or a list of dicts, got {type(data).__name__}")
 
 
 def _scalar(value: Any) -> Any:
@@ -268,8 +245,8 @@ class SegmentationScoresWriter:
         keys = [self.case_id_key, self.pred_key] + ([self.label_key] if self.label_key is not None else [])
         for a in self.attributes:
             keys += [a, f"{a}_code"]
-        batch = _per_sample(engine.state.batch, keys)
-        output = _per_sample(engine.state.output, keys)
+        batch = per_sample(engine.state.batch, keys, "SegmentationScoresWriter")
+        output = per_sample(engine.state.output, keys, "SegmentationScoresWriter")
         if batch and output and len(batch) != len(output):
             raise ValueError(
                 f"SegmentationScoresWriter: the batch holds {len(batch)} cases but the output {len(output)}"
@@ -361,13 +338,7 @@ class SegmentationScoresWriter:
         for j, a in enumerate(self.attributes):
             table[a] = [seen[k][2][j] for k in table["case_id"]]
         df = pd.DataFrame(table)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            df.to_csv(tmp, index=False, lineterminator="\n")  # HD95 inf is written "inf"
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_csv(df, path)  # HD95 inf is written "inf"
         if self.label_key is None:
             self.logger.info("SegmentationScoresWriter: %d cases written to %s", len(df), path)
         else:

@@ -36,13 +36,13 @@ import numpy as np
 import pandas as pd
 import torch
 from ignite.engine import Engine, Events
-from monai.data import decollate_batch
 from monai.handlers import from_engine
 from monai.metrics import compute_dice
 from monai.utils import string_list_all_gather
 
 from ..data.manifest import EXCLUDED_CODE, EXCLUDED_VALUE, is_missing
 from ..metrics import max_abs_divergence_per_sample, subgroup_divergence
+from ._samples import atomic_csv, per_sample
 
 __all__ = [
     "SubgroupReweighting",
@@ -89,9 +89,6 @@ _LOGGER = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------------------------------
 # pure computation
 # ----------------------------------------------------------------------------------------------------
-
-
-# mixed-radix keys must stay below this (int64); beyond it, max_abs_divergence_per_sample is used
 
 
 def _weights_and_table(val_scores, val_metadata, train_metadata, *, attributes, minsup, fill_value, normalize,
@@ -238,21 +235,6 @@ def _attr_value(record: Mapping, attr: str, case: str, where: str) -> str:
     return str(value).strip()
 
 
-def _per_sample(data, keys: Sequence[str]) -> list[dict]:
-    """``data`` (a decollated list of dicts or a collated dict) as per-sample dicts of ``keys``."""
-    if isinstance(data, Mapping):
-        sub = {k: data[k] for k in keys if k in data and data[k] is not None}
-        return decollate_batch(sub, detach=True) if sub else []
-    if isinstance(data, (list, tuple)):
-        out = []
-        for item in data:
-            if not isinstance(item, Mapping):
-                raise TypeError(f"SubgroupReweighting expects dicts per sample, got {type(item).__name__}")
-            out.append({k: item[k] for k in keys if k in item})
-        return out
-    raise TypeError(f"SubgroupReweighting expects a dict or a list of dicts, got {type(data).__name__}")
-
-
 def _per_case(x) -> list:
     """Predictions or labels as a list of per-case channel-first arrays."""
     if isinstance(x, torch.Tensor):
@@ -298,16 +280,6 @@ def _ids_in_batch(batch, id_key: str) -> list[str]:
         return out
     raise TypeError(f"SubgroupReweighting expects the training batch as a dict or a list of dicts, "
                     f"got {type(batch).__name__}")
-
-
-def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        df.to_csv(tmp, index=False, lineterminator="\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -562,7 +534,7 @@ class SubgroupReweighting:
         keys = [self.id_key]
         for a in self.attributes:
             keys += [a, f"{a}_code"]
-        samples = _per_sample(engine.state.batch, keys)
+        samples = per_sample(engine.state.batch, keys, "SubgroupReweighting", keep_none=True)
         preds, labels = self.output_transform(engine.state.output)
         preds, labels = _per_case(preds), _per_case(labels)
         if not len(samples) == len(preds) == len(labels):
@@ -628,8 +600,8 @@ class SubgroupReweighting:
 
     def _write(self, epoch: int, table: pd.DataFrame, w: np.ndarray) -> None:
         folder = self.output_dir / self.table_dir
-        _atomic_csv(table.loc[:, list(TABLE_COLUMNS)], folder / f"epoch_{epoch:04d}.csv")
-        _atomic_csv(pd.DataFrame({"case_id": self.train_ids, "weight": w}), folder / f"weights_epoch_{epoch:04d}.csv")
+        atomic_csv(table.loc[:, list(TABLE_COLUMNS)], folder / f"epoch_{epoch:04d}.csv")
+        atomic_csv(pd.DataFrame({"case_id": self.train_ids, "weight": w}), folder / f"weights_epoch_{epoch:04d}.csv")
         history_path = folder / "divergence_history.csv"
         new = table.loc[:, ["subgroup", "support", "divergence"]].copy()
         new.insert(0, "epoch", epoch)
@@ -639,11 +611,11 @@ class SubgroupReweighting:
             # them), once; afterwards rows are appended, so an epoch costs O(its subgroups), not O(history)
             old = pd.read_csv(history_path, keep_default_na=False, dtype={"subgroup": str})
             old = old[old["epoch"] < epoch]
-            _atomic_csv(pd.concat([old, new], ignore_index=True) if len(old) else new, history_path)
+            atomic_csv(pd.concat([old, new], ignore_index=True) if len(old) else new, history_path)
         elif history_path.is_file():
             new.to_csv(history_path, mode="a", header=False, index=False, lineterminator="\n")
         else:
-            _atomic_csv(new, history_path)
+            atomic_csv(new, history_path)
         self._history_checked = True
 
     # ---- checkpointing

@@ -398,7 +398,13 @@ def _itemsets_of(divergence_table: Any) -> list[tuple[tuple[str, str], ...]]:
     return out
 
 
-def _membership_inputs(divergence_table: Any, metadata: Any):
+def _itemset_columns(divergence_table: Any, metadata: Any):
+    """The table's itemsets, the attributes they name (in order) and ``{attribute: metadata column}``.
+
+    Raises:
+        TypeError: metadata is not a DataFrame.
+        ValueError: a bad itemset; an attribute missing from metadata.
+    """
     itemsets = _itemsets_of(divergence_table)
     if not isinstance(metadata, pd.DataFrame):
         raise TypeError(_MSG_METADATA_TYPE.format(type=type(metadata).__name__))
@@ -407,6 +413,11 @@ def _membership_inputs(divergence_table: Any, metadata: Any):
     missing = [a for a in attrs if a not in cols]
     if missing:
         raise ValueError(_MSG_MISSING_COLUMNS.format(missing=missing, columns=list(metadata.columns)))
+    return itemsets, attrs, cols
+
+
+def _membership_inputs(divergence_table: Any, metadata: Any):
+    itemsets, attrs, cols = _itemset_columns(divergence_table, metadata)
     # one-hot over the items the table uses only
     vocab = {it: j for j, it in enumerate(dict.fromkeys(it for its in itemsets for it in its))}
     n = len(metadata)
@@ -479,14 +490,7 @@ def max_abs_divergence_per_sample(
     """
     if not isinstance(divergence_table, pd.DataFrame) or "divergence" not in divergence_table.columns:
         raise ValueError(_MSG_NO_DIVERGENCE_COLUMN)
-    itemsets = _itemsets_of(divergence_table)
-    if not isinstance(metadata, pd.DataFrame):
-        raise TypeError(_MSG_METADATA_TYPE.format(type=type(metadata).__name__))
-    attributes = list(dict.fromkeys(a for its in itemsets for a, _ in its))
-    cols = {str(c): c for c in metadata.columns}
-    missing = [a for a in attributes if a not in cols]
-    if missing:
-        raise ValueError(_MSG_MISSING_COLUMNS.format(missing=missing, columns=list(metadata.columns)))
+    itemsets, attributes, cols = _itemset_columns(divergence_table, metadata)
     meta = metadata[[cols[a] for a in attributes]].set_axis(attributes, axis=1)
     best = _max_abs_by_keys(divergence_table.assign(itemset=itemsets), meta, attributes)
     return np.where(np.isneginf(best), float(fill_value), best)
