@@ -1,6 +1,7 @@
 """ignite handlers and metrics of fairmonai, attached to MONAI engines through bundle configs."""
 
 from .epoch_seed import EpochSeed
+from .final_checkpoint import FinalCheckpointSaver
 from .fairness_metric import GroupFairnessMetric
 from .gradient_clipping import GradientClipping, should_step
 from .penalty_curve import PenaltyCurveLogger
@@ -11,6 +12,7 @@ from .training_checkpoint import TrainingCheckpoint
 
 __all__ = [
     "EpochSeed",
+    "FinalCheckpointSaver",
     "GroupFairnessMetric",
     "GradientClipping",
     "PenaltyCurveLogger",
