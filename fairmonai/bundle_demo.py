@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .experiments.runs import bundle_command as experiment_command
 
-__all__ = ["BUNDLE", "DEMO_OVERRIDES", "bundle_command", "run_bundle_demo", "side_by_side"]
+__all__ = ["ALL_MODELS", "BUNDLE", "DEMO_OVERRIDES", "bundle_command", "run_bundle_demo", "side_by_side"]
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "oct_glaucoma_fami"
 DEMO_OVERRIDES = {
@@ -33,6 +33,12 @@ DEMO_OVERRIDES = {
     "penalty_log_every": "5",
 }
 MODELS = {"dn": ["train.json"], "fami_dn": ["train.json", "method_fami.json"]}
+# Every network x method combination of the bundle, as overlay lists (``make demo`` trains MODELS).
+ALL_MODELS = {
+    f"{method}{net}": ["train.json", *([f"method_{method[:-1]}.json"] if method else []),
+                       *(["net_vit.json"] if net == "vit" else [])]
+    for method in ("", "fami_", "mine_", "mige_") for net in ("dn", "vit")
+}
 
 
 def bundle_command(configs: Sequence[str], bundle_root: Path, overrides: dict[str, str]) -> list[str]:
@@ -72,25 +78,32 @@ def side_by_side(reports: dict[str, dict], attribute: str = "race") -> str:
     return "\n".join(lines)
 
 
-def run_bundle_demo(out: str | Path, *, epochs: int = 10, seed: int = 0, extra: dict[str, str] | None = None) -> dict:
-    """Train and evaluate DN and FaMI-DN; return ``{model: report dict}`` and print the comparison."""
+def run_bundle_demo(out: str | Path, *, epochs: int = 10, seed: int = 0, extra: dict[str, str] | None = None,
+                    models: dict[str, list[str]] | None = None, reuse: bool = False) -> dict:
+    """Train and evaluate ``models`` (default DN and FaMI-DN); return ``{model: report dict}`` and print
+    the comparison. With ``reuse``, a model that already has a test report in ``out`` is not trained
+    again (the experiments use this to resume; ``make demo`` always trains)."""
+    models = MODELS if models is None else models
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     overrides = {**DEMO_OVERRIDES, "epochs": str(epochs), "seed": str(seed),
                  "dataset_dir": str(out / "synthetic_oct"), **(extra or {})}
     t0 = time.time()
     reports = {}
-    for i, (name, configs) in enumerate(MODELS.items(), 1):
+    for i, (name, configs) in enumerate(models.items(), 1):
         root = out / name
-        root.mkdir(exist_ok=True)
-        print(f"[{i}/{len(MODELS)}] {name}: train {epochs} epochs, then evaluate the last model on the test split",
-              flush=True)
-        _run(bundle_command(configs, root, overrides), root / "train.log", show=("Metrics -- val_auc",))
-        _run(bundle_command([*configs, "evaluate.json"], root, overrides), root / "evaluate.log",
-             show=("fairness report written",))
-        reports[name] = json.loads((root / "eval" / "report_test" / "report.json").read_text())
-    print(f"\nTest split, {reports['dn']['attributes']['race']['n_samples']} eyes, EOdd Black vs rest "
+        report = root / "eval" / "report_test" / "report.json"
+        if not (reuse and report.is_file()):
+            root.mkdir(exist_ok=True)
+            print(f"[{i}/{len(models)}] {name}: train {epochs} epochs, then evaluate the last model on the test split",
+                  flush=True)
+            _run(bundle_command(configs, root, overrides), root / "train.log", show=("Metrics -- val_auc",))
+            _run(bundle_command([*configs, "evaluate.json"], root, overrides), root / "evaluate.log",
+                 show=("fairness report written",))
+        reports[name] = json.loads(report.read_text())
+    first = next(iter(reports.values()))
+    print(f"\nTest split, {first['attributes']['race']['n_samples']} eyes, EOdd Black vs rest "
           f"({time.time() - t0:.0f} s):\n")
     print(side_by_side(reports))
-    print("\nreports: " + ", ".join(str(out / n / "eval" / "report_test" / "report.md") for n in MODELS))
+    print("\nreports: " + ", ".join(str(out / n / "eval" / "report_test" / "report.md") for n in models))
     return reports

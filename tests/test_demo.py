@@ -51,3 +51,40 @@ def test_bundle_command_points_at_the_bundle(tmp_path):
     assert files == f"['{BUNDLE / 'configs' / 'train.json'}','{BUNDLE / 'configs' / 'method_fami.json'}']"
     assert all((BUNDLE / "configs" / n).is_file() for n in ("train.json", "method_fami.json"))
     assert cmd[-2:] == ["--epochs", "3"] and cmd[cmd.index("--bundle_root") + 1] == str(tmp_path)
+
+
+def test_all_models_are_the_eight_overlay_combinations():
+    from fairmonai.bundle_demo import ALL_MODELS, BUNDLE, MODELS
+
+    assert sorted(ALL_MODELS) == sorted(["dn", "vit", "fami_dn", "fami_vit", "mine_dn", "mine_vit", "mige_dn",
+                                         "mige_vit"])
+    assert ALL_MODELS["mige_vit"] == ["train.json", "method_mige.json", "net_vit.json"]
+    assert ALL_MODELS["vit"] == ["train.json", "net_vit.json"]
+    assert all(ALL_MODELS[k] == v for k, v in MODELS.items())
+    assert all((BUNDLE / "configs" / f).is_file() for files in ALL_MODELS.values() for f in files)
+
+
+@pytest.mark.parametrize("reuse, trained", [(True, ["fami_dn"]), (False, ["dn", "fami_dn"])])
+def test_run_bundle_demo_reuses_finished_models_only_when_asked(tmp_path, monkeypatch, capsys, reuse, trained):
+    import fairmonai.bundle_demo as bd
+
+    def write_report(name):
+        f = tmp_path / name / "eval" / "report_test" / "report.json"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        rep = _report(0.8, {"Asian": 0.7}, 0.5)
+        rep["attributes"]["race"]["n_samples"] = 10
+        f.write_text(json.dumps(rep))
+
+    write_report("dn")
+    calls = []
+
+    def fake_run(cmd, log, show):  # the evaluate command of a model writes its report
+        calls.append(cmd)
+        if "evaluate.json" in cmd[cmd.index("--config_file") + 1]:
+            write_report(log.parent.name)
+
+    monkeypatch.setattr(bd, "_run", fake_run)
+    reports = bd.run_bundle_demo(tmp_path, epochs=1, reuse=reuse)
+    assert sorted(reports) == ["dn", "fami_dn"]
+    roots = [c[c.index("--bundle_root") + 1] for c in calls]
+    assert sorted(set(roots)) == sorted(str(tmp_path / m) for m in trained) and len(calls) == 2 * len(trained)
