@@ -1,5 +1,6 @@
 """ignite handlers and metrics of fairmonai, attached to MONAI engines through bundle configs."""
 
+from .batchnorm_recalibration import BatchNormRecalibration, recalibrate_batchnorm
 from .epoch_seed import EpochSeed
 from .final_checkpoint import FinalCheckpointSaver
 from .fairness_metric import GroupFairnessMetric
@@ -11,6 +12,7 @@ from .subgroup_reweighting import SubgroupReweighting, divergence_weights
 from .training_checkpoint import TrainingCheckpoint
 
 __all__ = [
+    "BatchNormRecalibration",
     "EpochSeed",
     "FinalCheckpointSaver",
     "GroupFairnessMetric",
@@ -21,5 +23,6 @@ __all__ = [
     "SubgroupReweighting",
     "TrainingCheckpoint",
     "divergence_weights",
+    "recalibrate_batchnorm",
     "should_step",
 ]
