@@ -86,7 +86,7 @@ def recalibrate_batchnorm(network: torch.nn.Module, batches: Iterable, *, image_
             x = batch[image_key] if isinstance(batch, dict) else batch
             if not isinstance(x, torch.Tensor):
                 raise TypeError(NOT_A_TENSOR_MSG.format(key=image_key, type=type(x).__name__))
-            yield torch.as_tensor(x).to(device)  # plain tensor: a MetaTensor's metadata is not needed
+            yield x.to(device)
 
     cuda = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda), torch.no_grad():

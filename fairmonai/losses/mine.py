@@ -197,20 +197,19 @@ class MINEPenalty(nn.Module):
         n = int(included.sum())
         diag = {"dv": 0.0, "ma": float(self.log_ma.exp()), "n_used": float(n), "n_excluded": float(v2.shape[0] - n)}
         synced = self._synced_critic()
-        if n < 2:
+        if n < 2 and synced is None:
             self.last_diagnostic = diag
-            if synced is None:
-                return v2.sum() * 0.0
-            # every rank must run the critic forward and backward, or the others' all-reduce waits:
-            # a zero surrogate that still depends on the critic (no logsumexp over < 2 samples)
-            x, u = v2[included], codes[included]
-            x_rev = _ReverseGrad.apply(x)
-            t = synced(self._critic_input(x_rev, F.one_hot(u, self.num_groups).to(x.dtype))).squeeze(-1).float()
-            return v2.sum() * 0.0 + t.sum() * 0.0
+            return v2.sum() * 0.0
         x, u = v2[included], codes[included]
         onehot = F.one_hot(u, self.num_groups).to(x.dtype)
-        perm = torch.randperm(n, generator=self._generator).to(x.device)
         x_rev = _ReverseGrad.apply(x)  # the model gets +dI/dv from the negated surrogate below
+        if n < 2:
+            # every rank must run the critic forward and backward, or the others' all-reduce waits:
+            # a zero surrogate that still depends on the critic (no logsumexp over < 2 samples)
+            self.last_diagnostic = diag
+            t = synced(self._critic_input(x_rev, onehot)).squeeze(-1).float()
+            return v2.sum() * 0.0 + t.sum() * 0.0
+        perm = torch.randperm(n, generator=self._generator).to(x.device)
         joint_in, marg_in = self._critic_input(x_rev, onehot), self._critic_input(x_rev, onehot[perm])
         if synced is None:
             t_joint = self.critic(joint_in).squeeze(-1).float()
