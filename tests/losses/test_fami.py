@@ -251,3 +251,49 @@ def test_diagnostic_is_loggable():
     assert set(pen.last_diagnostic) == {"msq_sfd", "n_used", "n_excluded", "n_groups", "n_fallback"}
     assert all(isinstance(x, float) and np.isfinite(x) for x in pen.last_diagnostic.values())
     assert "degree=1" in repr(pen)
+
+
+@pytest.mark.parametrize("degree,basis", [(1, "per_dimension"), (3, "per_dimension"), (2, "multivariate")])
+@pytest.mark.parametrize("scale", [0.03, 40.0])
+def test_sfd_scales_inversely_with_the_output(degree, basis, scale):
+    """I(u; c v) = I(u; v), so its gradient w.r.t. c v is the gradient w.r.t. v divided by c.
+
+    The estimator standardises v before the fit, so this holds exactly (not only in expectation):
+    small logits (a freshly initialised head) get a large SFD, and the SFD fades as a network's
+    logits spread while it fits its training data.
+    """
+    g = torch.Generator().manual_seed(5)
+    u = torch.arange(64) % 3
+    v = torch.randn(64, 2, generator=g, dtype=torch.float64) + 0.7 * u[:, None]
+    pen = FaMIPenalty(degree=degree, basis=basis)
+    sfd = pen.estimate_sfd(v, sensitive=u)
+    msq = pen.last_diagnostic["msq_sfd"]
+    sfd_scaled = pen.estimate_sfd(scale * v, sensitive=u)
+    assert sfd.abs().max() > 0.1
+    torch.testing.assert_close(sfd_scaled, sfd / scale, rtol=1e-9, atol=1e-12)
+    assert pen.last_diagnostic["msq_sfd"] == pytest.approx(msq / scale**2, rel=1e-9)
+
+
+def test_degree1_is_blind_to_groups_that_differ_only_in_shape():
+    """Degree 1 sees each group's mean and variance only; degree 3 also sees shape.
+
+    Two groups with the same mean (0) and variance (1): one bimodal (two tight clusters at -1 and
+    +1, like the logits of a fitted classifier), one unimodal. The degree-1 SFD is 0 (up to rounding)
+    although the group is perfectly decodable from v; degree 3 gives a clear SFD. This is why the
+    OCT bundle's docs report that degree-1 FaMI can leave, or let the network put, race information
+    into the shape of the logit distribution.
+    """
+    g = torch.Generator().manual_seed(0)
+    bimodal = torch.cat([-1 + 0.05 * torch.randn(32, generator=g, dtype=torch.float64),
+                         1 + 0.05 * torch.randn(32, generator=g, dtype=torch.float64)])
+    unimodal = 0.5 * torch.randn(64, generator=g, dtype=torch.float64)
+
+    def standardise(x):
+        return (x - x.mean()) / x.std(unbiased=False)
+
+    v = torch.cat([standardise(bimodal), standardise(unimodal)])[:, None]
+    u = torch.cat([torch.zeros(64, dtype=torch.long), torch.ones(64, dtype=torch.long)])
+    sfd1 = FaMIPenalty(degree=1).estimate_sfd(v, sensitive=u)
+    sfd3 = FaMIPenalty(degree=3).estimate_sfd(v, sensitive=u)
+    assert sfd1.abs().max() < 1e-9
+    assert (sfd3 ** 2).mean() > 0.5
