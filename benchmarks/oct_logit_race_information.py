@@ -1,0 +1,63 @@
+"""How much race information the test logits of finished OCT runs carry, and where it sits.
+
+For each run folder (one model of ``experiment_oct_fami.py``: it holds ``eval/predictions_test.csv``)
+reads the glaucoma probability p, takes the logit margin z = log(p / (1 - p)) (= v1 - v0 of the two
+logits) and prints
+
+* the mean of z per race (what a degree-1 FaMI fit sees: group means and variances);
+* ``I(race; z)``: scikit-learn's k-nearest-neighbour ``mutual_info_classif`` (k = 3, mean of 5 seeds
+  of its jitter), in nats;
+* ``I(race; z | y)``: the same within each label, weighted by the label's share: race information
+  that the label does not explain.
+
+    python benchmarks/oct_logit_race_information.py benchmarks/results/oct_fami_vit_z/seed0/{vit,fami_vit}
+
+Scored on the test split, once, after training; it selects nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.special import logit
+from sklearn.feature_selection import mutual_info_classif
+
+
+def knn_mi(z: np.ndarray, groups: np.ndarray, repeats: int = 5) -> float:
+    """Mean over ``repeats`` jitter seeds of the k = 3 nearest-neighbour estimate of I(groups; z)."""
+    return float(np.mean([mutual_info_classif(z[:, None], groups, n_neighbors=3, random_state=k)[0]
+                          for k in range(repeats)]))
+
+
+def race_information(predictions: Path) -> dict[str, float]:
+    """Group means of the logit margin, I(race; z) and I(race; z | label) of one predictions CSV."""
+    d = pd.read_csv(predictions)
+    missing = {"label", "score", "race"} - set(d.columns)
+    if missing:
+        raise ValueError(f"{predictions}: missing column(s) {sorted(missing)}")
+    z = logit(d["score"].to_numpy(float).clip(1e-7, 1 - 1e-7))
+    race, y = d["race"].to_numpy(), d["label"].to_numpy()
+    out = {f"mean_z_{g}": float(z[race == g].mean()) for g in sorted(set(race))}
+    out["mi"] = knn_mi(z, race)
+    out["mi_given_label"] = sum((y == c).mean() * knn_mi(z[y == c], race[y == c]) for c in np.unique(y))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="model folders holding eval/predictions_test.csv")
+    args = parser.parse_args()
+    rows = {}
+    for run in args.runs:
+        f = run / "eval" / "predictions_test.csv"
+        if not f.is_file():
+            raise SystemExit(f"{run}: no eval/predictions_test.csv (run evaluate.json first)")
+        rows[str(run)] = race_information(f)
+    print(pd.DataFrame(rows).T.round(3).to_string())
+
+
+if __name__ == "__main__":
+    main()
