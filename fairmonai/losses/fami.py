@@ -93,8 +93,8 @@ class FaMIPenalty(nn.Module):
     cross-entropy's gradient, while a network that has fitted its training data (spread about 8)
     gets ``msq_sfd`` near 0.01. Measured on the OCT bundle: DenseNet at batch 64 goes from about 2
     in the first quarter of training to about 0.02 in the last, and the race information in its
-    training logits rises again as it does (docs/README.md of the OCT bundle). This is the method,
-    not a defect; it is why the input scaling of the ViT matters (its own docs).
+    training logits rises again as it does (docs/README.md of the OCT bundle). This is the method
+    (the gradient of a scale-invariant quantity), not a defect of the estimator.
 
     **Choices where the paper is silent.**
 
