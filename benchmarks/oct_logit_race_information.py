@@ -5,8 +5,9 @@ reads the glaucoma probability p, takes the logit margin z = log(p / (1 - p)) (=
 logits) and prints
 
 * the mean of z per race (what a degree-1 FaMI fit sees: group means and variances);
-* ``I(race; z)``: scikit-learn's k-nearest-neighbour ``mutual_info_classif`` (k = 3, mean of 5 seeds
-  of its jitter), in nats;
+* ``I(race; z)``: the k-nearest-neighbour estimate that the penalty-curve log records during
+  training (:func:`fairmonai.handlers.penalty_curve.knn_mutual_information`, k = 3), mean over
+  5 seeds of its jitter, in nats;
 * ``I(race; z | y)``: the same within each label, weighted by the label's share: race information
   that the label does not explain.
 
@@ -23,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.special import logit
-from sklearn.feature_selection import mutual_info_classif
+
+from fairmonai.handlers.penalty_curve import knn_mutual_information
 
 
-def knn_mi(z: np.ndarray, groups: np.ndarray, repeats: int = 5) -> float:
-    """Mean over ``repeats`` jitter seeds of the k = 3 nearest-neighbour estimate of I(groups; z)."""
-    return float(np.mean([mutual_info_classif(z[:, None], groups, n_neighbors=3, random_state=k)[0]
-                          for k in range(repeats)]))
+def knn_mi(z: np.ndarray, codes: np.ndarray, repeats: int = 5) -> float:
+    """Mean over ``repeats`` jitter seeds of the k = 3 nearest-neighbour estimate of I(codes; z)."""
+    return float(np.mean([knn_mutual_information(z, codes, n_neighbors=3, random_state=k) for k in range(repeats)]))
 
 
 def race_information(predictions: Path) -> dict[str, float]:
@@ -40,9 +41,10 @@ def race_information(predictions: Path) -> dict[str, float]:
         raise ValueError(f"{predictions}: missing column(s) {sorted(missing)}")
     z = logit(d["score"].to_numpy(float).clip(1e-7, 1 - 1e-7))
     race, y = d["race"].to_numpy(), d["label"].to_numpy()
+    codes = pd.Categorical(race).codes.astype(np.int64)
     out = {f"mean_z_{g}": float(z[race == g].mean()) for g in sorted(set(race))}
-    out["mi"] = knn_mi(z, race)
-    out["mi_given_label"] = sum((y == c).mean() * knn_mi(z[y == c], race[y == c]) for c in np.unique(y))
+    out["mi"] = knn_mi(z, codes)
+    out["mi_given_label"] = sum((y == c).mean() * knn_mi(z[y == c], codes[y == c]) for c in np.unique(y))
     return out
 
 
