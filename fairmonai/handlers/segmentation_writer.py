@@ -27,7 +27,7 @@ from monai.utils import string_list_all_gather
 
 from ..data.manifest import EXCLUDED_CODE, is_missing
 from ._samples import atomic_csv, per_sample
-from ..metrics._segmentation import HD_MAX, case_scores
+from ..metrics._segmentation import HD_MAX, _check_hd_method, case_scores
 
 __all__ = ["SegmentationScoresWriter", "SCORE_COLUMNS", "INFERENCE_COLUMNS"]
 
@@ -127,7 +127,8 @@ class SegmentationScoresWriter:
     File layout (one row per case, sorted by ``case_id``, read by :func:`fairmonai.reports.write_report`):
 
     * ``case_id``;
-    * ``dice``, ``hd95`` (voxels; ``inf`` when exactly one mask is empty, written ``inf``), ``normhd``
+    * ``dice``, ``hd95`` (voxels; ``inf`` when exactly one mask has no contour, i.e. is empty or, with
+      ``hd_method="challenge"``, fills the image; written ``inf``), ``normhd``
       (``min(HD95 / hd_max, 1)``; 1 for ``inf``), ``pred_voxels``, ``label_voxels`` (foreground
       voxel counts);
     * one column per attribute with its value; a value excluded by the manifest's missing-value
@@ -162,6 +163,9 @@ class SegmentationScoresWriter:
         hd_max: HD95 that maps to NormHD 1. Defaults to 150 (the challenge's).
         clip_normhd: clip NormHD to [0, 1] (default ``True``; ``False`` reproduces the public scoring
             script, where NormHD can exceed 1).
+        hd_method: HD95 of :func:`fairmonai.metrics.case_scores`: ``"challenge"`` (default; the
+            challenge's ``LabelContour`` contours, the image border is no contour) or ``"monai"``
+            (MONAI's ``compute_hausdorff_distance``, the outside of the image as background).
         report: also write the segmentation fairness report of the file (needs ``attributes``).
         report_dir: sub-folder of ``output_dir`` of the report.
         schema: dataset name or schema path for the report (category order of each attribute).
@@ -172,9 +176,10 @@ class SegmentationScoresWriter:
 
     Raises:
         ValueError: at construction, ``save_rank`` negative, an attribute named twice, ``hd_max`` not
-            positive, ``ts_weight`` outside [0, 1], ``label_key`` ``None`` (inference), or ``report=True``
-            without attributes; during the run, a missing case id, attribute, prediction or label, masks
-            of different shapes, more than one channel or non-binary values, one case id on two cases.
+            positive, ``hd_method`` not ``"challenge"`` or ``"monai"``, ``ts_weight`` outside [0, 1],
+            ``label_key`` ``None`` (inference), or ``report=True`` without attributes; during the run, a
+            missing case id, attribute, prediction or label, masks of different shapes, more than one
+            channel or non-binary values, one case id on two cases.
     """
 
     def __init__(
@@ -188,6 +193,7 @@ class SegmentationScoresWriter:
         label_key: str | None = "label",
         hd_max: float = HD_MAX,
         clip_normhd: bool = True,
+        hd_method: str = "challenge",
         report: bool = False,
         report_dir: str = "report",
         schema: str | os.PathLike | None = None,
@@ -210,6 +216,7 @@ class SegmentationScoresWriter:
             raise ValueError(_MSG_LABEL_KEY_NONE)
         if isinstance(hd_max, bool) or not isinstance(hd_max, (int, float)) or not 0 < hd_max < math.inf:
             raise ValueError(f"hd_max must be a positive number, got {hd_max!r}")
+        _check_hd_method(hd_method)
         if isinstance(ts_weight, bool) or not isinstance(ts_weight, (int, float)) or not 0.0 <= ts_weight <= 1.0:
             raise ValueError(f"ts_weight must be a number in [0, 1], got {ts_weight!r}")
         if report and not self.attributes:
@@ -221,6 +228,7 @@ class SegmentationScoresWriter:
         self.label_key = label_key
         self.hd_max = float(hd_max)
         self.clip_normhd = bool(clip_normhd)
+        self.hd_method = hd_method
         self.report = bool(report)
         self.report_dir = report_dir
         self.schema = schema
@@ -277,7 +285,7 @@ class SegmentationScoresWriter:
                                                 pred=tuple(pred.shape), label=tuple(label.shape)))
         try:
             dsc, hd95, normhd = case_scores(pred[None], label[None], hd_max=self.hd_max,
-                                            clip_normhd=self.clip_normhd)
+                                            clip_normhd=self.clip_normhd, hd_method=self.hd_method)
         except ValueError as e:
             raise ValueError(_MSG_SCORE.format(case=case, error=e)) from None
         scores = [_short_float(dsc[0]), _short_float(hd95[0]), _short_float(normhd[0]),

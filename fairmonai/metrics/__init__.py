@@ -27,6 +27,7 @@ from ._group_rates import (
 from ._group_results import DisparityResult, GroupMetricResult
 from ._segmentation import (
     HD_MAX,
+    HD_METHODS,
     MAMA_MIA_FAIRNESS_VARIABLES,
     ChallengeScoreMetric,
     ChallengeScores,
@@ -69,6 +70,7 @@ _CLASSIFICATION = [
 ]
 _SEGMENTATION = [
     "HD_MAX",
+    "HD_METHODS",
     "MAMA_MIA_FAIRNESS_VARIABLES",
     "VariableDisparity",
     "ChallengeScores",

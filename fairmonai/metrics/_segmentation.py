@@ -26,18 +26,41 @@ Checked against the public scoring code, LidiaGarrucho/MAMA-MIA at commit 3b40cf
 
 * **DSC** is ``2 TP / (2 TP + FP + FN)`` and 0 when ``TP + FP + FN = 0``: an empty prediction on an empty
   ground truth scores 0 in the challenge (MONAI's ``compute_dice(ignore_empty=False)`` would give 1;
-  we follow the challenge). Otherwise the value is MONAI's ``compute_dice``.
-* **HD95**: the challenge takes the contour voxels of each mask (SimpleITK ``LabelContour``, face
-  connectivity), the nearest-contour distance of every contour voxel of one mask to the other, the 95th
-  percentile of each direction (linear interpolation, ``numpy.percentile``) and the larger of the two.
-  MONAI's ``compute_hausdorff_distance(percentile=95)`` does the same (face-connected erosion edges,
-  Euclidean distance transform, ``torch.quantile``); we verified equal values (to 1e-6) on random 2D/3D
-  masks. **One deviation**: where a mask touches the image border, ``LabelContour`` does not count the
-  border voxels as contour while MONAI does (it pads with background), so values can differ for such
-  masks. Tumour masks on the full MAMA-MIA images rarely if ever reach the border; we keep MONAI's
-  metric.
-* **Empty masks**: an empty prediction or an empty ground truth (but not both) gives HD95 ``inf`` and
-  NormHD 1; both empty give HD95 0 and NormHD 0 (and DSC 0, above): as the challenge.
+  we follow the challenge). We compute it from the voxel counts in float64, as the challenge does.
+* **HD95** (``hd_method="challenge"``, the default) is the challenge's, bit for bit (``metrics.py``,
+  ``hausdorff_distance(method='95perc')``, called by ``compute_segmentation_metrics`` on the arrays read
+  with ``sitk.GetArrayFromImage``):
+
+  - the *contour* of a mask is ``sitk.LabelContour`` with its defaults (``fullyConnected=False``,
+    ``backgroundValue=0``): the mask voxels with a face neighbour (4 in 2D, 6 in 3D) **inside the
+    image** that is background. Voxels outside the image are no neighbours, so a mask voxel on the
+    image border is contour only if it has a background face neighbour inside the image, and a
+    whole-image mask has no contour at all;
+  - distances are Euclidean between voxel *indices* (``np.argwhere`` of the contour arrays, nearest
+    neighbour by ``scipy.spatial.cKDTree``): voxel units, the spacing is never used (the images are
+    rebuilt from arrays, spacing 1);
+  - for each direction (every contour voxel of one mask to the nearest contour voxel of the other)
+    the 95th percentile with ``numpy.percentile``'s default linear interpolation, and HD95 is the
+    larger of the two (not the percentile of the pooled distances);
+  - **empty contours** (an empty *or whole-image* mask): both empty give HD95 0 (so NormHD 0), exactly
+    one empty gives HD95 ``inf`` (NormHD 1). An empty prediction on a whole-image ground truth thus
+    scores HD95 0 (DSC 0), and a whole-image prediction on a small tumour HD95 ``inf``.
+
+  We take the same contours (face-neighbour test inside the image) and the same distances (exact
+  Euclidean distance maps of each contour, ``scipy.ndimage.distance_transform_edt``, on the bounding
+  box of both masks: the nearest contour voxel is the same set of squared integer distances as the
+  k-d tree's) and the same percentile, so the values are equal to the last bit (tested against a
+  transcription of the challenge's code on random masks, border-touching, empty and whole-image ones
+  included).
+* ``hd_method="monai"`` keeps MONAI's ``compute_hausdorff_distance(percentile=95)`` (the value before
+  this option existed). It differs from the challenge's in three ways: (1) MONAI crops with a margin
+  of one voxel padded with background and erodes with ``border_value=0``, i.e. it treats the outside
+  of the image as background, so mask voxels on the image border are edges; where a mask touches the
+  border the values differ (by up to several voxels on random masks), and a whole-image mask has the
+  image border as its edge (a finite HD95 against a small cube instead of ``inf``); (2) emptiness is
+  judged on the masks, not the contours (one empty mask: ``inf``; both empty: 0), so a whole-image
+  mask is never "empty"; (3) it computes in float32 (``torch.quantile``), so equal definitions still
+  differ by about 1e-7. Away from the border the definitions agree.
 * **NormHD** is ``HD95 / 150``. The public script does *not* clip it (an HD95 of 300 voxels gives 2;
   only ``inf`` becomes 1). This package clips it to [0, 1] by default (``clip_normhd=True``), as its
   specification asks, so that NormHD and PS stay in [0, 1]. Pass ``clip_normhd=False`` to reproduce
@@ -77,14 +100,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from monai.metrics import compute_dice, compute_hausdorff_distance
+from monai.metrics import compute_hausdorff_distance
 from monai.metrics.metric import CumulativeIterationMetric
+from scipy import ndimage
 
 from fairmonai.data.attributes import MAMA_MIA_AGE_GROUPS, MAMA_MIA_DENSITY, MAMA_MIA_MENOPAUSE
 from fairmonai.data.manifest import EXCLUDED_CODE
 
 __all__ = [
     "HD_MAX",
+    "HD_METHODS",
     "MAMA_MIA_FAIRNESS_VARIABLES",
     "VariableDisparity",
     "ChallengeScores",
@@ -95,6 +120,9 @@ __all__ = [
 
 #: HD95 (voxels) that maps to NormHD 1 in the MAMA-MIA challenge.
 HD_MAX = 150.0
+
+#: ``hd_method`` values of :func:`case_scores`: the challenge's contours (default) or MONAI's edges.
+HD_METHODS = ("challenge", "monai")
 
 #: The challenge's fairness variables and their groups, in the manifest's code order.
 MAMA_MIA_FAIRNESS_VARIABLES: Mapping[str, tuple[str, ...]] = MappingProxyType({
@@ -111,6 +139,7 @@ _MSG_BAD_NDIM = (
 )
 _MSG_NOT_BINARY = "{name} must be binary (values 0 and 1 only), found {value}."
 _MSG_HD_MAX = "hd_max must be a positive number, got {value!r}."
+_MSG_HD_METHOD = "hd_method must be one of {allowed}, got {value!r}."
 _MSG_TS_WEIGHT = "ts_weight must be a number in [0, 1], got {value!r}."
 _MSG_SCORES_SHAPE = "{name} must be a 1-D array of per-case values, got shape {shape}."
 _MSG_LENGTHS = "dsc has {n_dsc} cases and normhd {n_hd}: they must be equal."
@@ -144,13 +173,76 @@ def _check_ts_weight(ts_weight: Any) -> None:
         raise ValueError(_MSG_TS_WEIGHT.format(value=ts_weight))
 
 
+def _check_hd_method(hd_method: Any) -> str:
+    if not isinstance(hd_method, str) or hd_method not in HD_METHODS:
+        raise ValueError(_MSG_HD_METHOD.format(allowed=HD_METHODS, value=hd_method))
+    return hd_method
+
+
 def _as_batch(x: Any, name: str) -> torch.Tensor:
-    t = torch.as_tensor(x)
+    t = x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)  # a MetaTensor's plain data
     if t.dtype != torch.bool:
         bad = ~((t == 0) | (t == 1))
         if bool(bad.any()):
             raise ValueError(_MSG_NOT_BINARY.format(name=name, value=t[bad].flatten()[0].item()))
     return t.to(torch.float32)
+
+
+def _contour(mask: np.ndarray) -> np.ndarray:
+    """The voxels of a boolean mask with a background face neighbour inside the array.
+
+    The contour of ``sitk.LabelContour(image, fullyConnected=False, backgroundValue=0)`` for a binary
+    image: positions outside the array are no neighbours, so the array border is not a contour.
+    """
+    interior = mask.copy()
+    for axis in range(mask.ndim):
+        lower = [slice(None)] * mask.ndim
+        upper = [slice(None)] * mask.ndim
+        lower[axis], upper[axis] = slice(None, -1), slice(1, None)
+        interior[tuple(lower)] &= mask[tuple(upper)]  # the neighbour at +1 along axis
+        interior[tuple(upper)] &= mask[tuple(lower)]  # the neighbour at -1 along axis
+    return mask & ~interior
+
+
+def _challenge_hd95(a: np.ndarray, b: np.ndarray) -> float:
+    """HD95 (voxels) between the ``LabelContour`` contours of boolean masks ``a`` and ``b``, as the challenge.
+
+    0 when neither mask has a contour, ``inf`` when exactly one has none (empty or whole-image mask).
+    """
+    union = a | b
+    if not union.any():
+        return 0.0
+    # Crop to the masks' bounding box grown by one voxel (inside the array): every contour voxel and
+    # every in-array neighbour of a mask voxel stays in the crop, so contours and distances are unchanged.
+    box = []
+    for axis in range(union.ndim):
+        hit = np.flatnonzero(union.any(axis=tuple(i for i in range(union.ndim) if i != axis)))
+        box.append(slice(max(int(hit[0]) - 1, 0), int(hit[-1]) + 2))
+    ca, cb = _contour(a[tuple(box)]), _contour(b[tuple(box)])
+    has_a, has_b = bool(ca.any()), bool(cb.any())
+    if not (has_a and has_b):
+        return 0.0 if has_a == has_b else math.inf
+    # exact Euclidean distance of every contour voxel of one mask to the nearest of the other's
+    a_to_b = ndimage.distance_transform_edt(~cb)[ca]
+    b_to_a = ndimage.distance_transform_edt(~ca)[cb]
+    return float(max(np.percentile(a_to_b, 95), np.percentile(b_to_a, 95)))
+
+
+def _monai_hd95(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` float64 HD95 of MONAI (outside = background); ``inf`` for one empty mask, 0 for two."""
+    spatial = tuple(range(2, p.ndim))
+    pred_any = p.sum(dim=spatial)[:, 0] > 0
+    label_any = y.sum(dim=spatial)[:, 0] > 0
+    both = pred_any & label_any
+    hd95 = torch.full((p.shape[0],), math.inf, dtype=torch.float64, device=p.device)
+    hd95[~pred_any & ~label_any] = 0.0
+    if bool(both.any()):
+        idx = torch.nonzero(both).flatten()
+        with warnings.catch_warnings():  # MONAI 1.6 passes its own deprecated argument to get_mask_edges
+            warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*", category=FutureWarning)
+            hd = compute_hausdorff_distance(p[idx], y[idx], include_background=True, percentile=95)
+        hd95[idx] = hd[:, 0].to(device=hd95.device, dtype=hd95.dtype)
+    return hd95
 
 
 def case_scores(
@@ -159,18 +251,28 @@ def case_scores(
     *,
     hd_max: float = HD_MAX,
     clip_normhd: bool = True,
+    hd_method: str = "challenge",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-case DSC, HD95 (voxels) and NormHD of binary masks, as the MAMA-MIA challenge scores them.
 
-    The masks must be on the case's **original image grid** (as the challenge reads the NIfTI files):
-    HD95 is measured in voxel index units, without spacing, so values from a resampled or cropped grid
-    are not comparable. See the module docstring for the challenge rules followed (empty masks) and the
-    one deviation (masks touching the image border).
+    .. math::
 
-    DSC comes from :func:`monai.metrics.compute_dice` and HD95 from
-    :func:`monai.metrics.compute_hausdorff_distance` with ``percentile=95`` (symmetric, Euclidean, no
-    spacing). Cases where one mask is empty are not sent to MONAI: they score DSC 0, HD95 ``inf``,
-    NormHD 1; both masks empty score DSC 0, HD95 0, NormHD 0.
+        \\mathrm{DSC} = \\frac{2\\,TP}{2\\,TP + FP + FN}\\ (0 \\text{ if } TP + FP + FN = 0), \\qquad
+        \\mathrm{HD95} = \\max\\big(P_{95}\\{d(a, C_Y)\\}_{a \\in C_P},\\ P_{95}\\{d(b, C_P)\\}_{b \\in C_Y}\\big),
+        \\qquad \\mathrm{NormHD} = \\frac{\\mathrm{HD95}}{\\text{hd\\_max}}
+
+    with :math:`C_P, C_Y` the contours of prediction and label (``sitk.LabelContour``: mask voxels with
+    a background face neighbour inside the image; the image border is no contour), :math:`d` the
+    Euclidean distance between voxel indices and :math:`P_{95}` ``numpy.percentile`` (linear
+    interpolation). Empty contours (an empty or a whole-image mask): both empty give HD95 0, NormHD 0;
+    exactly one gives HD95 ``inf``, NormHD 1. With the default ``hd_method="challenge"`` the values are
+    those of the challenge's scoring code to the last bit; see the module docstring for the details and
+    for how ``hd_method="monai"`` differs (the image border, whole-image masks).
+
+    The masks must be on the case's **original image grid** (as the challenge reads the NIfTI files):
+    HD95 is in voxel index units, without spacing, so values from a resampled or cropped grid are not
+    comparable. Axis order and flips do not matter (distances between indices are unchanged), so a
+    reoriented (e.g. ``Orientationd``) but not resampled grid gives the same values.
 
     Args:
         pred: binary prediction (0/1 or bool), one case ``HW`` / ``HWD`` or a batch ``B1HW`` / ``B1HWD``.
@@ -179,18 +281,24 @@ def case_scores(
         hd_max: HD95 that maps to NormHD 1. Defaults to 150 (the challenge's ``HD_MAX``).
         clip_normhd: clip NormHD to [0, 1]. Defaults to ``True``; the public scoring script does not
             clip (``False`` reproduces it).
+        hd_method: ``"challenge"`` (default; the challenge's contours, computed on the CPU) or
+            ``"monai"`` (:func:`monai.metrics.compute_hausdorff_distance` with ``percentile=95``,
+            which treats the outside of the image as background; emptiness judged on the masks).
 
     Returns:
-        ``(dsc, hd95, normhd)``: float32 tensors of shape ``(B,)`` for a batch, 0-d for one case.
+        ``(dsc, hd95, normhd)``: float64 tensors on ``pred``'s device, shape ``(B,)`` for a batch, 0-d
+        for one case. HD95 in voxels (``inf`` as above).
 
     Raises:
-        ValueError: shapes differ or are not one of the above; a non-binary value; ``hd_max <= 0``.
+        ValueError: shapes differ or are not one of the above; a non-binary value; ``hd_max <= 0``;
+            ``hd_method`` not one of :data:`HD_METHODS`.
 
     Example:
         >>> gt = torch.zeros(8, 8, 8); gt[2:4, 2:4, 2:4] = 1
         >>> dsc, hd95, normhd = case_scores(gt, gt)   # 1.0, 0.0, 0.0
     """
     _check_hd_max(hd_max)
+    _check_hd_method(hd_method)
     p = _as_batch(pred, "pred")
     y = _as_batch(label, "label")
     if p.shape != y.shape:
@@ -202,25 +310,20 @@ def case_scores(
         raise ValueError(_MSG_BAD_NDIM.format(shape=tuple(p.shape)))
     y = y.to(p.device)
 
-    spatial = tuple(range(2, p.ndim))
-    pred_any = p.sum(dim=spatial)[:, 0] > 0
-    label_any = y.sum(dim=spatial)[:, 0] > 0
-    both = pred_any & label_any
-    neither = ~pred_any & ~label_any
+    # DSC from the voxel counts, as the challenge: 2TP / (2TP + FP + FN), := 0 when TP + FP + FN = 0.
+    spatial = tuple(range(1, p.ndim))
+    pb, yb = p > 0, y > 0
+    tp = (pb & yb).sum(dim=spatial).to(torch.float64)
+    fp_fn = (pb ^ yb).sum(dim=spatial).to(torch.float64)
+    den = 2 * tp + fp_fn
+    dsc = torch.where(den > 0, 2 * tp / den.clamp(min=1), torch.zeros_like(den))
 
-    # DSC: MONAI's value; 0 where both masks are empty (challenge: 2TP/(2TP+FP+FN) := 0 when TP+FP+FN=0).
-    dsc = compute_dice(p, y, include_background=True, ignore_empty=False)[:, 0].to(torch.float32)
-    dsc = torch.where(neither, torch.zeros_like(dsc), dsc)
-
-    # HD95: MONAI on the cases with both masks non-empty; inf for one empty, 0 for both empty.
-    hd95 = torch.full_like(dsc, float("inf"))
-    hd95[neither] = 0.0
-    if bool(both.any()):
-        idx = torch.nonzero(both).flatten()
-        with warnings.catch_warnings():  # MONAI 1.6 passes its own deprecated argument to get_mask_edges
-            warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*", category=FutureWarning)
-            hd = compute_hausdorff_distance(p[idx], y[idx], include_background=True, percentile=95)
-        hd95[idx] = hd[:, 0].to(device=hd95.device, dtype=hd95.dtype)
+    if hd_method == "monai":
+        hd95 = _monai_hd95(p, y)
+    else:
+        pn, yn = pb[:, 0].cpu().numpy(), yb[:, 0].cpu().numpy()
+        hd95 = torch.tensor([_challenge_hd95(pn[i], yn[i]) for i in range(pn.shape[0])], dtype=torch.float64,
+                            device=p.device)
     normhd = torch.where(torch.isinf(hd95), torch.ones_like(hd95), hd95 / float(hd_max))
     if clip_normhd:
         normhd = normhd.clamp(0.0, 1.0)
@@ -534,6 +637,12 @@ class ChallengeScoreMetric(CumulativeIterationMetric):
         ts_weight: weight of PS in TS. Defaults to 0.5.
         hd_max: HD95 mapped to NormHD 1. Defaults to 150.
         clip_normhd: clip NormHD to [0, 1]. Defaults to ``True``.
+        hd_method: HD95 of :func:`case_scores`: ``"challenge"`` (default, the challenge's contours) or
+            ``"monai"`` (MONAI's, the outside of the image as background).
+
+    Raises:
+        ValueError: ``ts_weight`` outside [0, 1], ``hd_max`` not positive, ``hd_method`` not one of
+            :data:`HD_METHODS`, no sensitive key.
 
     Example:
         >>> metric = ChallengeScoreMetric()
@@ -550,9 +659,11 @@ class ChallengeScoreMetric(CumulativeIterationMetric):
         ts_weight: float = 0.5,
         hd_max: float = HD_MAX,
         clip_normhd: bool = True,
+        hd_method: str = "challenge",
     ) -> None:
         _check_ts_weight(ts_weight)
         _check_hd_max(hd_max)
+        _check_hd_method(hd_method)
         if len(sensitive_keys) == 0:
             raise ValueError(_MSG_NO_VARIABLES)
         super().__init__()
@@ -561,6 +672,7 @@ class ChallengeScoreMetric(CumulativeIterationMetric):
         self.ts_weight = ts_weight
         self.hd_max = hd_max
         self.clip_normhd = clip_normhd
+        self.hd_method = hd_method
 
     def __call__(  # type: ignore[override]
         self, y_pred: Any, y: Any = None, *, sensitive: Mapping[str, Any]
@@ -596,7 +708,8 @@ class ChallengeScoreMetric(CumulativeIterationMetric):
 
     def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
         """``(B, 2)``: DSC and NormHD of each case of a ``B1HW[D]`` batch."""
-        dsc, _, normhd = case_scores(y_pred, y, hd_max=self.hd_max, clip_normhd=self.clip_normhd)
+        dsc, _, normhd = case_scores(y_pred, y, hd_max=self.hd_max, clip_normhd=self.clip_normhd,
+                                     hd_method=self.hd_method)
         return torch.stack([dsc.reshape(-1), normhd.reshape(-1)], dim=1)
 
     def aggregate(self) -> ChallengeScores:  # type: ignore[override]

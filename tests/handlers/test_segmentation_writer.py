@@ -79,15 +79,17 @@ def _np_dice(p, y):
     return 0.0 if s == 0 else 2.0 * np.logical_and(p, y).sum() / s
 
 
-def _scipy_hd95(p, y):
-    """Symmetric 95th-percentile distance between the face-connected contours (the challenge's rule)."""
+def _scipy_hd95(p, y, outside=1):
+    """Symmetric 95th-percentile distance between the face-connected contours (the challenge's rule:
+    ``sitk.LabelContour``, where the image border is no contour; no contour on one side only: inf).
+    ``outside=0`` makes the outside of the image background, as MONAI's edges."""
     p, y = np.asarray(p[0], bool), np.asarray(y[0], bool)
-    if not p.any() and not y.any():
+    ep = p & ~ndimage.binary_erosion(p, FACE, border_value=outside)
+    ey = y & ~ndimage.binary_erosion(y, FACE, border_value=outside)
+    if not ep.any() and not ey.any():
         return 0.0
-    if not p.any() or not y.any():
+    if not ep.any() or not ey.any():
         return math.inf
-    ep = p & ~ndimage.binary_erosion(p, FACE, border_value=0)
-    ey = y & ~ndimage.binary_erosion(y, FACE, border_value=0)
     d_py = ndimage.distance_transform_edt(~ey)[ep]
     d_yp = ndimage.distance_transform_edt(~ep)[ey]
     return max(np.percentile(d_py, 95), np.percentile(d_yp, 95))
@@ -248,9 +250,32 @@ def test_attributes_and_options(tmp_path):
         SegmentationScoresWriter(tmp_path, hd_max=0)
     with pytest.raises(ValueError, match=r"ts_weight must be a number in \[0, 1\], got 1.5"):
         SegmentationScoresWriter(tmp_path, ts_weight=1.5)
+    with pytest.raises(ValueError) as e:
+        SegmentationScoresWriter(tmp_path, hd_method="MONAI")
+    assert str(e.value) == "hd_method must be one of ('challenge', 'monai'), got 'MONAI'."
     # hd_max and clip_normhd reach case_scores: HD95 3 with hd_max 2 gives 1.5 unclipped
     _run(_records(CASES[2:3]), SegmentationScoresWriter(tmp_path, hd_max=2.0, clip_normhd=False), batch_size=1)
     assert float(_read(tmp_path / "scores.csv")["normhd"][0]) == pytest.approx(1.5)
+
+
+def test_hd_method_reaches_case_scores(tmp_path):
+    # prediction: the whole 8^3 image; label: a 2^3 cube at the centre. DSC = 2*8 / (512 + 8).
+    # challenge (default): a whole-image mask has no LabelContour contour -> HD95 inf, NormHD 1.
+    # monai: the image border is the prediction's edge (scipy with the outside as background agrees);
+    #   label->pred: every cube voxel is 3 from the nearest face (3 - 0 or 7 - 4), so HD95 >= 3.
+    whole, cube = torch.ones(1, N, N, N), _mask(((3, 5), (3, 5), (3, 5)))
+    recs = _records([("w", whole, cube, "0-40", 0, "pre")])
+    _run(recs, SegmentationScoresWriter(tmp_path, filename="challenge.csv"), batch_size=1)
+    row = _read(tmp_path / "challenge.csv").iloc[0]
+    assert float(row["dice"]) == pytest.approx(16 / 520, rel=1e-6)
+    assert math.isinf(float(row["hd95"])) and float(row["normhd"]) == 1.0
+    assert _scipy_hd95(whole, cube) == math.inf
+    _run(recs, SegmentationScoresWriter(tmp_path, filename="monai.csv", hd_method="monai"), batch_size=1)
+    row = _read(tmp_path / "monai.csv").iloc[0]
+    hd_monai = _scipy_hd95(whole, cube, outside=0)
+    assert 3.0 <= hd_monai < 150
+    assert float(row["hd95"]) == pytest.approx(hd_monai, abs=1e-5)
+    assert float(row["normhd"]) == pytest.approx(hd_monai / 150, abs=1e-7)
 
 
 def test_duplicate_case_ids(tmp_path, caplog):
