@@ -100,7 +100,8 @@ def run_bundle_demo(out: str | Path, *, epochs: int = 10, seed: int = 0, extra: 
             root.mkdir(exist_ok=True)
             print(f"[{i}/{len(models)}] {name}: train {epochs} epochs, then evaluate the last model on the test split",
                   flush=True)
-            _run(bundle_command(configs, root, overrides), root / "train.log", show=("Metrics -- val_auc",))
+            _run(bundle_command(configs, root, {**overrides, "overwrite": "True"}), root / "train.log",
+                 show=("Metrics -- val_auc",))
             _run(bundle_command([*configs, "evaluate.json"], root, overrides), root / "evaluate.log",
                  show=("fairness report written",))
         reports[name] = json.loads(report.read_text())

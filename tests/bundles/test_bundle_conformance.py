@@ -55,6 +55,13 @@ def input_shape(bundle: Path) -> list[int]:
     return [1, channels, *input_size(bundle)]
 
 
+def _weights(path: Path) -> dict:
+    """The network weights of a bundle's ``model.pt`` (saved beside its run record, under ``"model"``)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    assert set(ckpt) == {"model", "run_record"}, sorted(ckpt)
+    return ckpt["model"]
+
+
 def _ids(params):
     return [p.name if isinstance(p, Path) else f"{p[0].name}-{p[1]}" for p in params]
 
@@ -206,8 +213,8 @@ def test_method_overlay_trains(bundle, method, tmp_path):
         resumed.mkdir()
         run_bundle(bundle, resumed, ["train.json", f"{method}.json"], "--epochs", "1")
         run_bundle(bundle, resumed, ["train.json", f"{method}.json"], "--epochs", "2", "--resume", "True")
-        wa = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
-        wb = torch.load(resumed / "models" / "model.pt", map_location="cpu", weights_only=True)
+        wa = _weights(tmp_path / "models" / "model.pt")
+        wb = _weights(resumed / "models" / "model.pt")
         for k in wa:
             assert torch.allclose(wa[k].float(), wb[k].float(), atol=1e-6), k
         for name in ("epoch_0002.csv", "weights_epoch_0002.csv"):
@@ -227,6 +234,42 @@ def test_network_overlay_trains(bundle, net, tmp_path):
     assert (tmp_path / "models" / "model.pt").is_file()
     value = float(_last_val_line(res.stdout + res.stderr).split(":", 1)[1].split()[0])
     assert np.isfinite(value) and 0.0 <= value <= 1.0
+    _check_overlay_deploys(bundle, net, tmp_path)
+
+
+def _check_overlay_deploys(bundle: Path, net: str, root: Path) -> None:
+    """The overlay composes with inference.json (and smoke.json): verify_net_in_out, inference on every
+    case of the cohort, and a TorchScript export that carries the run record and reproduces the network."""
+    from monai.bundle import ConfigParser, ckpt_export, verify_net_in_out
+    from monai.data import load_net_with_metadata
+
+    files = [str(bundle / "configs" / f) for f in ("inference.json", f"{net}.json", "smoke.json")]
+    shape = input_size(bundle)
+    override = {"_meta_#network_data_format#inputs#image#spatial_shape": shape}
+    if is_segmentation(bundle):
+        override["_meta_#network_data_format#outputs#pred#spatial_shape"] = shape
+    verify_net_in_out(net_id="network_def", meta_file=str(bundle / "configs" / "metadata.json"),
+                      config_file=files, device="cpu", **override)
+    run_bundle(bundle, root, ["inference.json", f"{net}.json"])
+    out = next((root / "eval").glob("*_inference.csv"))
+    manifest = pd.read_csv(next((root / "data").glob("*/manifest.csv")))
+    assert len(pd.read_csv(out)) == len(manifest)
+    ts_file = root / "model.ts"
+    ckpt_export(net_id="network_def", filepath=str(ts_file), ckpt_file=str(root / "models" / "model.pt"),
+                key_in_ckpt="model", use_trace=True, input_shape=[1, *input_shape(bundle)[1:]],
+                meta_file=[str(bundle / "configs" / "metadata.json"), str(root / "models" / "run_record.json")],
+                config_file=files)
+    ts, meta, _ = load_net_with_metadata(str(ts_file))
+    record = meta["fairmonai_run_record"]
+    assert [Path(f).name for f in record["command_line"]["config_files"]] == ["train.json", f"{net}.json", "smoke.json"]
+    parser = ConfigParser()
+    parser.read_config(files)
+    model = parser.get_parsed_content("network_def")
+    model.load_state_dict(_weights(root / "models" / "model.pt"))
+    model.eval()
+    x = torch.rand(*input_shape(bundle), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert np.allclose(ts(x).numpy(), model(x).numpy(), atol=1e-4)
 
 
 def test_export_torchscript_and_onnx(trained, tmp_path):
@@ -235,7 +278,7 @@ def test_export_torchscript_and_onnx(trained, tmp_path):
     from monai.bundle import ConfigParser
 
     shape = input_shape(bundle)
-    common = dict(net_id="network_def", ckpt_file=str(root / "models" / "model.pt"),
+    common = dict(net_id="network_def", ckpt_file=str(root / "models" / "model.pt"), key_in_ckpt="model",
                   meta_file=str(bundle / "configs" / "metadata.json"),
                   config_file=str(bundle / "configs" / "inference.json"))
     ckpt_export(filepath=str(tmp_path / "model.ts"), **common)
@@ -244,7 +287,7 @@ def test_export_torchscript_and_onnx(trained, tmp_path):
     parser = ConfigParser()
     parser.read_config(str(bundle / "configs" / "inference.json"))
     net = parser.get_parsed_content("network_def")
-    net.load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
+    net.load_state_dict(_weights(root / "models" / "model.pt"))
     net.eval()
     x = torch.rand(*shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -274,8 +317,8 @@ def test_resume_matches_uninterrupted_run(bundle, tmp_path):
     run_bundle(bundle, resumed, ["train.json"], "--epochs", "1")
     b = run_bundle(bundle, resumed, ["train.json"], "--epochs", "2", "--resume", "True")
     assert "Restored all variables from" in b.stdout + b.stderr
-    wa = torch.load(straight / "models" / "model.pt", map_location="cpu", weights_only=True)
-    wb = torch.load(resumed / "models" / "model.pt", map_location="cpu", weights_only=True)
+    wa = _weights(straight / "models" / "model.pt")
+    wb = _weights(resumed / "models" / "model.pt")
     assert wa.keys() == wb.keys()
     for k in wa:
         assert torch.allclose(wa[k].float(), wb[k].float(), atol=1e-6), k
@@ -312,7 +355,7 @@ def test_multi_gpu_overlay_matches_single_process(trained, tmp_path):
                 {"_target_": "CheckpointLoader", "load_path": "$@ckpt_dir + '/model.pt'",
                  "load_dict": {"model": "@network"}, "map_location": "@device"},
                 {"_target_": "MetricsSaver", "save_dir": "$@output_dir + '/val_metrics_single'", "metrics": "*"}],
-            "run": ["$@validate#evaluator.run()"]}))
+            "initialize": ["$monai.utils.set_determinism(seed=@seed)"], "run": ["$@validate#evaluator.run()"]}))
         run_bundle(bundle, root, ["train.json", str(validate_only)])
         single = dict(line.strip().split(",") for line in
                       (root / "eval" / "val_metrics_single" / "metrics.csv").read_text().splitlines())
@@ -328,3 +371,50 @@ def test_multi_gpu_overlay_matches_single_process(trained, tmp_path):
     assert float(ddp["val_auc"]) == pytest.approx(single["metrics"]["auc"]["overall"], abs=1e-6)
     assert float(ddp["val_eodd"]) == pytest.approx(single["disparities"]["eodd"]["value"], abs=1e-6)
     assert float(ddp["val_eom"]) == pytest.approx(single["disparities"]["eom"]["value"], abs=1e-6)
+
+
+def _run_failing(bundle: Path, root: Path, names: list[str], *extra: str, smoke: bool = True) -> str:
+    """Run a bundle command that must fail; return its stderr and stdout."""
+    files = [*names, "smoke.json"] if smoke else names
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", configs(bundle, *files),
+           "--meta_file", str(bundle / "configs" / "metadata.json"),
+           "--logging_file", str(bundle / "configs" / "logging.conf"), "--bundle_root", str(root), *extra]
+    res = subprocess.run(cmd, cwd=root, env=ENV, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 1, f"{' '.join(cmd)}: exit {res.returncode}\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}"
+    return res.stderr + res.stdout
+
+
+def test_runs_that_would_succeed_on_the_wrong_thing_are_refused(trained):
+    """Issue 14 point 1-2: misspelled overrides, retraining over a finished model, evaluating a model
+    with another method's configs, and inference at another input size stop before any work, naming
+    what differs; the model file is left as it was."""
+    from fairmonai.bundle_run import file_sha256
+
+    bundle, root = trained
+    model = root / "models" / "model.pt"
+    before = file_sha256(model)
+    manifest = next((root / "data").glob("*/manifest.csv"))
+    manifest_before = file_sha256(manifest)
+
+    out = _run_failing(bundle, root, ["train.json"], "--manfest", "/data/real.csv", "--epoch", "3",
+                       "--learning_rat", "0.5")
+    assert "--manfest: not defined by the configs [train.json, smoke.json]; closest defined: manifest" in out
+    assert "--epoch: not defined" in out and "closest defined: epochs" in out
+    assert "--learning_rat: not defined" in out and "learning_rate" in out
+
+    out = _run_failing(bundle, root, ["train.json"])
+    assert f"{model} holds a finished model: pass --overwrite True" in out
+
+    method = sorted((bundle / "configs").glob("method_*.json"))[0].name
+    out = _run_failing(bundle, root, ["train.json", method, "evaluate.json"])
+    assert "was trained with other settings than this evaluation (loss: trained with" in out
+    assert "It was trained with configs ['train.json', 'smoke.json']" in out
+
+    size_key = "roi_size" if is_segmentation(bundle) else "image_size"
+    default = json.loads((bundle / "configs" / "inference.json").read_text())[size_key]
+    out = _run_failing(bundle, root, ["inference.json"], "--num_workers", "0", smoke=False)
+    assert (f"{size_key}: trained with {json.dumps(input_size(bundle), separators=(',', ':'))}, this inference has "
+            f"{json.dumps(default, separators=(',', ':'))}") in out
+
+    assert file_sha256(model) == before
+    assert file_sha256(manifest) == manifest_before
