@@ -77,7 +77,11 @@ UNKNOWN_CASE_MSG = (
     "train_data must be the datalist the training loader reads"
 )
 DUPLICATE_IDS_MSG = "SubgroupReweighting: train_data has duplicate case ids ({key!r}): {ids}"
-MISSING_ATTRIBUTE_MSG = "SubgroupReweighting: attribute '{attr}' is missing from {where} case '{case}'"
+MISSING_ATTRIBUTE_MSG = (
+    "SubgroupReweighting: attribute '{attr}' is missing from {where} case '{case}': the data lists hold only the "
+    "attributes the manifest schema declares; declare '{attr}' in the schema's attributes (categories and "
+    "missing-value policy), or remove it from the bundle's attributes"
+)
 ALL_ZERO_MSG = (
     "divergence weights are all 0 (no subgroup diverges from the overall mean, or no training case is in "
     "a discovered subgroup): normalize=True leaves every weight at 1.0"

@@ -286,7 +286,8 @@ def test_errors_name_the_problem():
         SubgroupReweighting(validator, train + [dict(train[1])], ATTRS)
     bad = [dict(r) for r in train]
     del bad[2]["density"]
-    with pytest.raises(ValueError, match="attribute 'density' is missing from training case 't02'"):
+    with pytest.raises(ValueError, match="attribute 'density' is missing from training case 't02': the data lists "
+                                         "hold only the attributes the manifest schema declares; declare 'density'"):
         SubgroupReweighting(validator, bad, ATTRS)
     with pytest.raises(ValueError, match="attribute 'density' is missing from training case 't00'"):
         SubgroupReweighting(validator, pd.DataFrame(train).drop(columns="density"), ATTRS)
