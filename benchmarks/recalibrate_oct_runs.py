@@ -68,7 +68,8 @@ def recalibrate_run(root: Path) -> dict[str, dict[str, float]]:
     for k, v in overrides.items():
         parser[k] = _value(v)
     network = parser.get_parsed_content("network_def")
-    network.load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
+    saved = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
+    network.load_state_dict(saved.get("model", saved))  # weights beside the run record, or (older runs) alone
     loader = parser.get_parsed_content("train#dataloader")
     loader.sampler.set_epoch(int(overrides["epochs"]) - 1)  # the last epoch's shuffle
     n = recalibrate_batchnorm(network, loader)
