@@ -1,4 +1,4 @@
-"""Multi-class group fairness indices from the dermatology / glaucoma pruning papers: EOM, EOdd, sigma_IoU.
+"""Multi-class group fairness indices: EOM, EOdd (dermatology / glaucoma pruning papers), sigma_IoU (FVAP).
 
 All three are computed from hard predictions (argmax of ``(N, K)`` scores, or ``(N,)`` scores
 thresholded) through the per-group ``K x K`` confusion matrices of
@@ -21,6 +21,8 @@ References:
     Bias Mitigation in Dermatological Disease Classification", MICCAI 2024.
     S. Du, B. Hers, N. Bayasi, G. Hamarneh, R. Garbi, "FairDisCo: Fairer AI in Dermatology via
     Disentanglement Contrastive Learning", ECCV Workshops 2022.
+    T. Hänel, N. Kumar, D. Schlesinger, M. Li, E. Ünal, A. Eslami, S. Gumhold, "Enhancing Fairness
+    of Visual Attribute Predictors", ACCV 2022 (sigma_IoU; code github.com/nish03/FVAP).
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ __all__ = [
     "CLASS_TERM_UNDEFINED_MSG",
     "FEW_GROUPS_MSG",
     "BAD_DDOF_MSG",
+    "SIGMA_IOU_DDOF",
+    "SIGMA_IOU_ABSENT_CLASS",
+    "SIGMA_IOU_ABSENT_CLASS_OPTIONS",
     "class_rates",
     "eom_values",
     "eodd_values",
@@ -55,6 +60,7 @@ __all__ = [
     "resolve_eodd_strategy",
     "resolve_reference",
     "check_ddof",
+    "check_absent_class",
 ]
 
 #: how EOdd compares more than two groups.
@@ -67,6 +73,11 @@ CLASS_TERM_UNDEFINED_MSG = (
 )
 FEW_GROUPS_MSG = "{metric} needs at least two groups with samples; found {groups}; the value is NaN"
 BAD_DDOF_MSG = "ddof must be 0 (population) or 1 (sample); got {value!r}"
+#: sigma_IoU defaults: the value of Hänel et al.'s code (Bessel-corrected deviation; an absent class scores 0).
+SIGMA_IOU_DDOF = 1
+SIGMA_IOU_ABSENT_CLASS = "zero"
+#: what the IoU of a class absent from a group's labels and predictions becomes (see :func:`compute_sigma_iou`).
+SIGMA_IOU_ABSENT_CLASS_OPTIONS = ("zero", "leave_out")
 
 
 def class_rates(c: np.ndarray) -> dict[str, np.ndarray]:
@@ -371,10 +382,28 @@ def eodd_result(counts: np.ndarray, cd: CountData, strategy: str, ref: int | Non
     )
 
 
-def sigma_iou_values(overall_counts: np.ndarray, group_counts: np.ndarray, ddof: int):
-    """``(sigma (b,), group mIoU (b, G), overall mIoU (b,))`` from counts ``(b, K, K)`` / ``(b, G, K, K)``."""
-    iou_g = _nan_mean(class_rates(group_counts)["iou"], axis=-1)
-    iou_all = _nan_mean(class_rates(overall_counts)["iou"], axis=-1)
+def _group_miou(counts: np.ndarray, absent_class: str) -> np.ndarray:
+    """Mean class IoU ``(...,)`` of confusion matrices ``(..., K, K)``; NaN for a matrix without samples.
+
+    ``absent_class="zero"``: a class absent from labels and predictions (union 0) scores 0 and the
+    mean is over all ``K`` classes; ``"leave_out"``: such a class is left out of the mean.
+    """
+    iou = class_rates(counts)["iou"]  # NaN where the class's union is 0
+    if absent_class == "zero":
+        iou = np.where(np.isnan(iou), 0.0, iou)
+    miou = _nan_mean(iou, axis=-1)
+    return np.where(counts.sum(axis=(-2, -1)) > 0, miou, np.nan)
+
+
+def sigma_iou_values(overall_counts: np.ndarray, group_counts: np.ndarray, ddof: int = SIGMA_IOU_DDOF,
+                     absent_class: str = SIGMA_IOU_ABSENT_CLASS):
+    """``(sigma (b,), group mIoU (b, G), overall mIoU (b,))`` from counts ``(b, K, K)`` / ``(b, G, K, K)``.
+
+    Groups without samples (NaN mIoU) are left out of the deviation; with fewer than ``ddof + 1``
+    groups left, sigma is NaN.
+    """
+    iou_g = _group_miou(group_counts, absent_class)
+    iou_all = _group_miou(overall_counts, absent_class)
     ok = ~np.isnan(iou_g)
     n = ok.sum(axis=-1)
     mean = safe_divide(np.where(ok, iou_g, 0.0).sum(axis=-1), n)
@@ -390,30 +419,52 @@ def compute_sigma_iou(
     group_names: Sequence | None = None,
     num_classes: int | None = None,
     threshold: float | None = None,
-    ddof: int = 0,
+    ddof: int = SIGMA_IOU_DDOF,
+    absent_class: str = SIGMA_IOU_ABSENT_CLASS,
     n_bootstrap: int = 0,
     confidence_level: float = 0.95,
     stratified: bool = True,
     seed: int | None = 0,
 ) -> DisparityResult:
-    """sigma_IoU: the standard deviation over groups of each group's mean class IoU.
+    """sigma_IoU (Hänel et al. 2022): the standard deviation over groups of each group's mean class IoU.
+
+    Per group :math:`a` with confusion matrix :math:`C_a` (rows: label, columns: prediction) and
+    class :math:`c`:
 
     .. math::
-        \\mathrm{IoU}(a) = \\frac{1}{|\\mathcal C_a|} \\sum_{c \\in \\mathcal C_a} \\mathrm{IoU}_c(a),
+        \\mathrm{IoU}_c(a) = \\frac{C_a[c, c]}{\\sum_k C_a[c, k] + \\sum_j C_a[j, c] - C_a[c, c]},
         \\qquad
-        \\sigma_{\\mathrm{IoU}} = \\sqrt{\\frac{1}{G - \\mathrm{ddof}} \\sum_a
-            \\left(\\mathrm{IoU}(a) - \\overline{\\mathrm{IoU}}\\right)^2}
+        \\mathrm{IoU}(a) = \\frac{1}{K} \\sum_{c=1}^{K} \\mathrm{IoU}_c(a),
 
-    Choice of per-group IoU (the papers leave it open): for a classification task, a group's IoU is
-    the macro mean over classes of the Jaccard index between the set of its samples predicted ``c``
-    and the set whose label is ``c``, i.e. ``sklearn.metrics.jaccard_score(y_true_a, y_pred_a,
-    average="macro")``. :math:`\\mathcal C_a` are the classes present in the group's labels or
-    predictions, as scikit-learn does: a class absent from both has 0/0 IoU and is left out rather
-    than counted as 0 or 1. Reason: it is the multi-class IoU of segmentation (mIoU) applied to
-    labels, every class weighs the same whatever its frequency, and it has a standard reference
-    implementation to check against. ``ddof=0`` (default) gives the population standard
-    deviation: the groups are all the groups of the attribute, not a sample of groups; ``ddof=1``
-    gives the sample one. Lower is fairer.
+    .. math::
+        \\sigma_{\\mathrm{IoU}} = \\sqrt{\\frac{1}{G - \\mathrm{ddof}} \\sum_{a=1}^{G}
+            \\left(\\mathrm{IoU}(a) - \\overline{\\mathrm{IoU}}\\right)^2},
+        \\qquad \\overline{\\mathrm{IoU}} = \\frac{1}{G} \\sum_a \\mathrm{IoU}(a),
+
+    over the :math:`G` groups with samples. Lower is fairer. A class absent from both the labels and
+    the predictions of a group has union 0, so :math:`\\mathrm{IoU}_c(a)` is 0/0; ``absent_class``
+    says what it becomes.
+
+    **Defaults: the authors' value.** The paper (ACCV 2022) reports sigma_IoU without stating these
+    two choices; its code (github.com/nish03/FVAP, ``src/hyperopt.py``) computes one
+    ``torchmetrics.JaccardIndex(num_classes=K)`` per group from the argmax predictions and takes
+    ``tensor(ious).std()``. With the pinned ``torchmetrics==0.9.1`` that is:
+
+    * ``ddof=1`` (default): ``torch.std`` is Bessel-corrected (divides by :math:`G - 1`);
+      ``ddof=0`` gives the population deviation (divides by :math:`G`; this package's earlier
+      default);
+    * ``absent_class="zero"`` (default): ``JaccardIndex`` (``average="macro"``, ``absent_score=0.0``
+      in 0.9.1) scores an absent class 0 and still averages over all :math:`K` classes, which
+      pulls down the IoU of a small group missing a class. ``absent_class="leave_out"`` leaves the
+      class out of that group's mean (:math:`\\frac{1}{|\\mathcal C_a|}\\sum_{c \\in \\mathcal C_a}`,
+      :math:`\\mathcal C_a` the classes in the group's labels or predictions), as
+      ``sklearn.metrics.jaccard_score(average="macro")`` without ``labels`` and torchmetrics >= 1.0
+      (which gives absent classes weight 0 in the macro mean, whatever ``zero_division``) do
+      (this package's earlier default).
+
+    One deviation from the authors' code: a group with no samples at all is left out of the
+    deviation (with a warning), where their per-group ``JaccardIndex`` is never updated and
+    scores 0.
 
     Args:
         y_true: ``(N,)`` class labels (or ``(N, K)`` one-hot).
@@ -422,56 +473,79 @@ def compute_sigma_iou(
         group_names: names of codes ``0 .. G-1``.
         num_classes: ``K`` (default: largest label + 1, at least 2).
         threshold: binarise ``(N,)`` scores as ``score >= threshold`` (default ``None``: labels).
-        ddof: 0 (population, default) or 1 (sample).
+        ddof: ``1`` (sample deviation, the paper's; default) or ``0`` (population).
+        absent_class: ``"zero"`` (the paper's; default) or ``"leave_out"``.
         n_bootstrap, confidence_level, stratified, seed: bootstrap interval (default none).
 
     Returns:
         :class:`DisparityResult` ``"sigma_iou"``: ``by_group`` each group's IoU,
-        ``details["overall_iou"]`` the IoU on all samples, ``details["ddof"]``.
+        ``details["overall_iou"]`` the IoU on all samples (same ``absent_class`` rule),
+        ``details["ddof"]`` and ``details["absent_class"]``.
 
     Raises:
-        ValueError: ``ddof`` not 0 or 1, inconsistent lengths, empty input, invalid labels or codes.
+        ValueError: ``ddof`` not 0 or 1, ``absent_class`` not ``"zero"`` or ``"leave_out"`` (both
+            naming the allowed values), inconsistent lengths, empty input, invalid labels or codes.
 
     Warns:
-        UndefinedGroupMetricWarning: a group without samples (left out of the deviation).
+        UndefinedGroupMetricWarning: a group without samples (left out of the deviation); fewer
+        than two groups with samples when ``ddof=1`` (the value is NaN).
 
     Example:
-        >>> # group 0: IoU_0 = 1 / (1 + 2 - 1) = 1/2, IoU_1 = 0 / (1 + 0 - 0) = 0 -> 0.25;
-        >>> # group 1: all correct -> 1.0
-        >>> r = compute_sigma_iou([0, 1, 0, 1], [0, 0, 0, 1], sensitive_features=[0, 0, 1, 1])
-        >>> r.value  # population std of (0.25, 1.0)
-        0.375
+        >>> # K = 3. Group 0: y = 0 1, p = 0 0: IoU_0 = 1 / (1 + 2 - 1) = 1/2, IoU_1 = 0, class 2 absent.
+        >>> # Group 1: y = 0 1, p = 0 1: IoU_0 = IoU_1 = 1, class 2 absent. Labels 2 only in group 2:
+        >>> # y = 2 2, p = 2 2: IoU_2 = 1, classes 0 and 1 absent.
+        >>> y, p, g = [0, 1, 0, 1, 2, 2], [0, 0, 0, 1, 2, 2], [0, 0, 1, 1, 2, 2]
+        >>> r = compute_sigma_iou(y, p, sensitive_features=g)  # group IoUs 1/6, 2/3, 1/3
+        >>> round(r.value, 6)  # sample std of (1/6, 2/3, 1/3) = sqrt(21) / 18
+        0.254588
+        >>> r = compute_sigma_iou(y, p, sensitive_features=g, ddof=0, absent_class="leave_out")
+        >>> round(r.value, 6)  # population std of (1/4, 1, 1) = sqrt(1/8)
+        0.353553
     """
     ddof = check_ddof(ddof)
+    absent_class = check_absent_class(absent_class)
     settings = _check_settings(n_bootstrap, confidence_level, stratified, seed)
     cd = prepare_counts(y_true, y_pred, sensitive_features, group_names=group_names, num_classes=num_classes,
                         threshold=threshold)
     boot = bootstrap_counts(cd, n_bootstrap, seed, stratified) if settings else None
-    return sigma_iou_result(count_cells(cd), cd, ddof, boot=boot, settings=settings)
+    return sigma_iou_result(count_cells(cd), cd, ddof, absent_class=absent_class, boot=boot, settings=settings)
 
 
 def check_ddof(ddof) -> int:
-    """``ddof`` if it is 0 or 1, else ``ValueError``."""
+    """``ddof`` if it is 0 or 1, else ``ValueError`` naming the allowed values."""
     if isinstance(ddof, bool) or ddof not in (0, 1):
         raise ValueError(BAD_DDOF_MSG.format(value=ddof))
     return int(ddof)
 
 
-def sigma_iou_result(counts: np.ndarray, cd: CountData, ddof: int, *, boot: np.ndarray | None = None,
+def check_absent_class(absent_class) -> str:
+    """``absent_class`` if it is one of :data:`SIGMA_IOU_ABSENT_CLASS_OPTIONS`, else ``ValueError`` naming them."""
+    return check_option(absent_class, SIGMA_IOU_ABSENT_CLASS_OPTIONS, "absent_class")
+
+
+def sigma_iou_result(counts: np.ndarray, cd: CountData, ddof: int = SIGMA_IOU_DDOF, *,
+                     absent_class: str = SIGMA_IOU_ABSENT_CLASS, boot: np.ndarray | None = None,
                      settings: dict | None = None) -> DisparityResult:
-    """:class:`DisparityResult` of :func:`compute_sigma_iou` from counts ``(1, G + 1, K, K)``."""
-    sigma, iou_g, iou_all = sigma_iou_values(counts.sum(axis=1), counts[:, 1:], ddof)
+    """:class:`DisparityResult` of :func:`compute_sigma_iou` from counts ``(1, G + 1, K, K)`` (and replicates)."""
+    ddof = check_ddof(ddof)
+    absent_class = check_absent_class(absent_class)
+    sigma, iou_g, iou_all = sigma_iou_values(counts.sum(axis=1), counts[:, 1:], ddof, absent_class)
     groups = cd.gi.groups
     empty = [g for g, v in zip(groups, iou_g[0]) if np.isnan(v)]
     warn_undefined("sigma_iou", empty, "no samples; left out of the deviation", stacklevel=3)
+    populated = [g for g, v in zip(groups, iou_g[0]) if not np.isnan(v)]
+    if len(populated) < 2 and ddof == 1:
+        warnings.warn(FEW_GROUPS_MSG.format(metric="sigma_iou (ddof=1)", groups=populated),
+                      UndefinedGroupMetricWarning, stacklevel=3)
     ci = None
     if boot is not None:
-        ci = scalar_interval(sigma_iou_values(boot.sum(axis=1), boot[:, 1:], ddof)[0], settings["confidence_level"])
+        ci = scalar_interval(sigma_iou_values(boot.sum(axis=1), boot[:, 1:], ddof, absent_class)[0],
+                             settings["confidence_level"])
     return DisparityResult(
         name="sigma_iou",
         value=float(sigma[0]),
         by_group={g: float(v) for g, v in zip(groups, iou_g[0])},
-        details={"overall_iou": float(iou_all[0]), "ddof": ddof},
+        details={"overall_iou": float(iou_all[0]), "ddof": ddof, "absent_class": absent_class},
         ci=ci,
         bootstrap=settings,
     )

@@ -11,6 +11,9 @@ from fairmonai.metrics._fami_metrics import (
     FEW_GROUPS_MSG,
     REFERENCE_REQUIRED_MSG,
     REFERENCE_UNUSED_MSG,
+    SIGMA_IOU_ABSENT_CLASS,
+    SIGMA_IOU_ABSENT_CLASS_OPTIONS,
+    SIGMA_IOU_DDOF,
     compute_eodd,
     compute_eom,
     compute_sigma_iou,
@@ -115,27 +118,97 @@ def test_eodd_binary_is_twice_signed_gap():
 
 
 def test_sigma_iou_hand():
-    # group IoUs 1/2 and 53/90: population std = |53/90 - 1/2| / 2 = 2/45; sample std = (4/45) / sqrt(2)
+    # every class is in every group, so absent_class does not matter here.
+    # group IoUs 1/2 and 53/90, gap 4/45: sample std (default, ddof 1) = (4/45) / sqrt(2); population = 2/45
     r = compute_sigma_iou(Y2G, P2G, sensitive_features=G2G)
     assert r.by_group == pytest.approx({0: 0.5, 1: 53 / 90})
-    assert r.value == pytest.approx(2 / 45)
-    assert r.details["ddof"] == 0
-    assert compute_sigma_iou(Y2G, P2G, sensitive_features=G2G, ddof=1).value == pytest.approx(4 / 45 / np.sqrt(2))
+    assert r.value == pytest.approx(4 / 45 / np.sqrt(2))
+    assert r.details["ddof"] == 1 and r.details["absent_class"] == "zero"
+    assert compute_sigma_iou(Y2G, P2G, sensitive_features=G2G, ddof=0).value == pytest.approx(2 / 45)
+    for absent in SIGMA_IOU_ABSENT_CLASS_OPTIONS:
+        assert compute_sigma_iou(Y2G, P2G, sensitive_features=G2G, absent_class=absent).by_group == pytest.approx(
+            {0: 0.5, 1: 53 / 90})
+
+
+# K = 3; each group lacks at least one class in both its labels and its predictions.
+# G0: y = 0 1, p = 0 0: IoU_0 = 1 / (1 + 2 - 1) = 1/2, IoU_1 = 0 / 1 = 0, class 2 absent
+# G1: y = 0 1, p = 0 1: IoU_0 = IoU_1 = 1, class 2 absent
+# G2: y = 2 2, p = 2 2: IoU_2 = 1, classes 0 and 1 absent
+# absent_class "zero" (mean over K = 3): 1/6, 2/3, 1/3; mean 7/18, squared deviations (16 + 25 + 1) / 324 = 42/324
+#   ddof 1: sqrt(21/324) = sqrt(21)/18; ddof 0: sqrt(14/324) = sqrt(14)/18
+# absent_class "leave_out" (mean over present classes): 1/4, 1, 1; mean 3/4, squared deviations 1/4 + 2/16 = 3/8
+#   ddof 1: sqrt(3/16) = sqrt(3)/4; ddof 0: sqrt(1/8)
+# overall (all classes present): IoU 2/3, 1/2, 1 -> 13/18 in both conventions
+YA, PA, GA = [0, 1, 0, 1, 2, 2], [0, 0, 0, 1, 2, 2], [0, 0, 1, 1, 2, 2]
+
+
+@pytest.mark.parametrize(
+    "absent,ddof,by_group,value",
+    [
+        ("zero", 1, [1 / 6, 2 / 3, 1 / 3], np.sqrt(21) / 18),
+        ("zero", 0, [1 / 6, 2 / 3, 1 / 3], np.sqrt(14) / 18),
+        ("leave_out", 1, [1 / 4, 1, 1], np.sqrt(3) / 4),
+        ("leave_out", 0, [1 / 4, 1, 1], np.sqrt(1 / 8)),
+    ],
+)
+def test_sigma_iou_absent_class_hand(absent, ddof, by_group, value):
+    r = compute_sigma_iou(YA, PA, sensitive_features=GA, ddof=ddof, absent_class=absent)
+    assert list(r.by_group.values()) == pytest.approx(by_group, abs=1e-12)
+    assert r.value == pytest.approx(value, abs=1e-12)
+    assert r.details == pytest.approx({"overall_iou": 13 / 18, "ddof": ddof, "absent_class": absent})
+
+
+def test_sigma_iou_default_is_the_papers():
+    # defaults: Bessel-corrected deviation and an absent class scored 0 (FVAP: torch std, torchmetrics 0.9.1
+    # JaccardIndex absent_score=0)
+    assert compute_sigma_iou(YA, PA, sensitive_features=GA).value == pytest.approx(np.sqrt(21) / 18, abs=1e-12)
+    assert (SIGMA_IOU_DDOF, SIGMA_IOU_ABSENT_CLASS) == (1, "zero")
+
+
+def _random_groups_missing_classes(seed, n=200, k=5):
+    rng = np.random.default_rng(seed)
+    y, g = rng.integers(0, k, n), rng.integers(0, 3, n)
+    p = np.where(rng.random(n) < 0.5, y, rng.integers(0, k, n))
+    y[g == 2] = np.minimum(y[g == 2], 2)  # group 2 lacks classes 3 and 4 in its labels and predictions
+    p[g == 2] = np.minimum(p[g == 2], 2)
+    return y, p, g, k
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_sigma_iou_matches_sklearn_jaccard(seed):
-    rng = np.random.default_rng(seed)
-    n, k = 200, 5
-    y, g = rng.integers(0, k, n), rng.integers(0, 3, n)
-    p = np.where(rng.random(n) < 0.5, y, rng.integers(0, k, n))
-    y[g == 2] = np.minimum(y[g == 2], 2)  # group 2 lacks classes 3 and 4 in its labels
-    p[g == 2] = np.minimum(p[g == 2], 2)
+def test_sigma_iou_zero_matches_sklearn_jaccard(seed):
+    # the paper's convention = sklearn jaccard over all K labels with zero_division=0, numpy std with ddof=1
+    y, p, g, k = _random_groups_missing_classes(seed)
     r = compute_sigma_iou(y, p, sensitive_features=g)
+    per_group = [jaccard_score(y[g == j], p[g == j], labels=range(k), average="macro", zero_division=0)
+                 for j in range(3)]
+    assert list(r.by_group.values()) == pytest.approx(per_group, abs=1e-12)
+    assert r.value == pytest.approx(np.std(per_group, ddof=1), abs=1e-12)
+    assert r.details["overall_iou"] == pytest.approx(
+        jaccard_score(y, p, labels=range(k), average="macro", zero_division=0), abs=1e-12)
+    # group 2 misses two classes: the two conventions differ there only, by the factor 3/5
+    leave = compute_sigma_iou(y, p, sensitive_features=g, absent_class="leave_out").by_group
+    assert r.by_group[2] == pytest.approx(leave[2] * 3 / 5, abs=1e-12)
+    assert r.by_group[0] == pytest.approx(leave[0], abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sigma_iou_leave_out_matches_sklearn_jaccard(seed):
+    # the earlier convention = sklearn's macro jaccard over the classes present in the group, population std
+    y, p, g, _ = _random_groups_missing_classes(seed)
+    r = compute_sigma_iou(y, p, sensitive_features=g, ddof=0, absent_class="leave_out")
     per_group = [jaccard_score(y[g == j], p[g == j], average="macro") for j in range(3)]
     assert list(r.by_group.values()) == pytest.approx(per_group, abs=1e-12)
-    assert r.value == pytest.approx(np.std(per_group), abs=1e-12)
+    assert r.value == pytest.approx(np.std(per_group, ddof=0), abs=1e-12)
     assert r.details["overall_iou"] == pytest.approx(jaccard_score(y, p, average="macro"), abs=1e-12)
+
+
+def test_sigma_iou_one_group_ddof1_is_nan_with_warning():
+    with pytest.warns(UndefinedGroupMetricWarning, match=r"sigma_iou \(ddof=1\) needs at least two groups"):
+        r = compute_sigma_iou(Y0, P0, sensitive_features=[0] * 6)
+    assert np.isnan(r.value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert compute_sigma_iou(Y0, P0, sensitive_features=[0] * 6, ddof=0).value == 0.0
 
 
 @pytest.mark.parametrize("groups", [2, 3])
@@ -183,7 +256,7 @@ def test_eodd_single_group_is_nan_with_warning():
 def test_sigma_iou_empty_group_warns():
     with pytest.warns(UndefinedGroupMetricWarning, match=r"sigma_iou is undefined for group\(s\) \['z'\]"):
         r = compute_sigma_iou(Y2G, P2G, sensitive_features=G2G, group_names=["x", "y", "z"])
-    assert r.value == pytest.approx(2 / 45)
+    assert r.value == pytest.approx(4 / 45 / np.sqrt(2))  # the empty group is left out, not scored 0
 
 
 def test_no_warning_when_defined():
@@ -227,6 +300,9 @@ def test_errors():
     assert message(compute_eodd, Y3G, P3G, sensitive_features=G3G, reference_group="Black") == \
         UNKNOWN_GROUP_MSG.format(name="reference_group", value="Black", groups=[0, 1, 2])
     assert message(compute_sigma_iou, Y3G, P3G, sensitive_features=G3G, ddof=2) == BAD_DDOF_MSG.format(value=2)
+    assert BAD_DDOF_MSG.format(value=2) == "ddof must be 0 (population) or 1 (sample); got 2"
+    assert message(compute_sigma_iou, Y3G, P3G, sensitive_features=G3G, absent_class="nan") == \
+        "unknown absent_class 'nan'; allowed values: ['zero', 'leave_out']"
     assert message(compute_eom, Y3G, P3G[:-1], sensitive_features=G3G) == LENGTH_MISMATCH_MSG.format(
         first="y_true", n_first=17, other="y_pred", n_other=16)
     assert message(compute_eom, [], [], sensitive_features=[]) == EMPTY_INPUT_MSG.format(name="y_true")
