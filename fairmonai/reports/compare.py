@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..data.manifest import is_missing, load_schema
 from . import plots
-from .report import ReportInputError, _attribute_categories, _encode, dice_matrix, read_predictions
+from ._inputs import ReportInputError, check_unit_interval, encode_attribute, read_predictions
+from .report import dice_matrix
 
 __all__ = ["FIGURE2_PAIRS", "dice_heatmap_comparison"]
 
@@ -31,6 +33,7 @@ def _pooled(files: Sequence[str | os.PathLike], name: str) -> pd.DataFrame:
     for f, df in zip(files, frames):
         if "dice" not in df.columns:
             raise ReportInputError(f"{f}: no 'dice' column (expected a segmentation scores file)")
+        df["dice"] = check_unit_interval(df, "dice", f)
     return pd.concat(frames, ignore_index=True)
 
 
@@ -62,8 +65,8 @@ def dice_heatmap_comparison(
         ``dice_method``, ``difference``; also written to ``out_dir/subgroup_dice.csv``.
 
     Raises:
-        ReportInputError: no file for a method, a file without ``dice``, an attribute column missing
-            or a value outside the schema's categories.
+        ReportInputError: no file for a method, a file without ``dice``, a Dice outside [0, 1] or not
+            finite, an attribute column missing or a value outside the schema's categories.
     """
     out = Path(out_dir)
     base, method = _pooled(base_files, labels[0]), _pooled(method_files, labels[1])
@@ -72,14 +75,17 @@ def dice_heatmap_comparison(
         missing = [a for a in attrs if a not in df.columns]
         if missing:
             raise ReportInputError(f"the '{name}' score files have no column(s) {missing}")
-    cats = _attribute_categories(schema, attrs)
+    specs = load_schema(schema).attributes if schema is not None else {}
+    # without a schema entry both methods share one category order: the sorted values of either
+    cats = {a: sorted({str(v).strip() for df in (base, method) for v in df[a] if not is_missing(v)}) for a in attrs}
     rows = []
     tag = [lab.lower().replace(" ", "_") for lab in labels]
     for a, b in pairs:
         mats = []
-        for df in (base, method):
-            ca, na = _encode(df, a, cats[a])
-            cb, nb = _encode(df, b, cats[b])
+        for df, name in ((base, labels[0]), (method, labels[1])):
+            where = f"the '{name}' score files"
+            ca, na, _, _ = encode_attribute(df, where, a, specs.get(a), cats[a])
+            cb, nb, _, _ = encode_attribute(df, where, b, specs.get(b), cats[b])
             mats.append(dice_matrix(df["dice"].to_numpy(dtype=float), ca, cb, len(na), len(nb)))
         (m0, n0), (m1, n1) = mats
         diff = m1 - m0

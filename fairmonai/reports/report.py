@@ -2,20 +2,29 @@
 
 A predictions file is a CSV with one row per case:
 
-* ``case_id`` (unique) and the sensitive attribute columns (their values; an empty cell is a value
-  excluded by the missing-value policy: the case counts in the overall figures but in no group);
+* ``case_id`` (unique) and the sensitive attribute columns (their values; an empty cell, or
+  ``unknown`` for an attribute whose schema policy is ``exclude``, is a value excluded by the
+  missing-value policy: the case counts in the overall figures but in no group);
 * classification: ``label`` (class index) and either ``score`` (probability of class 1, binary
   tasks) or ``prob_0 .. prob_{K-1}`` (class probabilities); an optional ``prediction`` column is
   ignored (predictions are re-derived from the scores so that every metric uses the same rule);
-* segmentation: ``dice`` and ``normhd`` (or ``hd95``, turned into NormHD = min(HD95 / 150, 1) as the
-  MAMA-MIA challenge does), measured on each case's original image grid.
+* segmentation: ``dice`` in [0, 1] and ``normhd`` >= 0 (above 1 when written unclipped, as the
+  public MAMA-MIA scoring script does) or ``hd95`` (>= 0, ``inf`` for one empty mask; turned into
+  NormHD = min(HD95 / 150, 1), this package's default clipping), measured on each case's original
+  image grid.
 
-:func:`write_report` computes every metric of :mod:`fairmonai.metrics` for each attribute and
-writes into ``out_dir``: ``report.json`` (everything), ``metrics.csv`` (one row per attribute,
-metric and group), ``report.md`` (tables a person reads) and PNG figures: a forest plot of per-group
-AUC with bootstrap confidence intervals and a bar chart of the fairness metrics per attribute
-(classification); a bar chart of the challenge scores and a heatmap of mean Dice for each pair of
-attributes (segmentation).
+:func:`write_report` first checks the whole file (:func:`fairmonai.reports._inputs.check_predictions`:
+every score in its range and finite, each error naming the case and the column; every attribute
+value among the schema's categories) with pandas alone, then imports the metrics (torch, MONAI) and
+matplotlib, computes every metric of :mod:`fairmonai.metrics` for each attribute and writes into
+``out_dir``: ``report.json`` (everything), ``metrics.csv`` (one row per attribute, metric and group),
+``report.md`` (tables a person reads) and PNG figures: a forest plot of per-group AUC with bootstrap
+confidence intervals and a bar chart of the fairness metrics per attribute (classification); a bar
+chart of the challenge scores and a heatmap of mean Dice for each pair of attributes (segmentation).
+Both files and the CLI say, per attribute, how many cases the schema's missing-value policy left
+out of the groups (``exclude``, or an empty cell) or put in the ``unknown`` group (``category``).
+The files are written to a temporary folder beside ``out_dir`` and moved there at the end, so a
+failure leaves no partial report.
 """
 
 from __future__ import annotations
@@ -23,6 +32,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import uuid
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,100 +41,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data.manifest import is_missing, load_schema
-from ..metrics._classification import classification_fairness_summary
-from ..metrics._segmentation import HD_MAX, challenge_scores
-from . import plots
+from ._inputs import (
+    RESERVED_COLUMNS,
+    CheckedPredictions,
+    ReportInputError,
+    check_output_dir,
+    check_predictions,
+    check_report_options,
+    detect_task,
+    read_predictions,
+)
 
-__all__ = ["ReportInputError", "read_predictions", "detect_task", "write_report"]
+__all__ = ["ReportInputError", "read_predictions", "detect_task", "write_report", "dice_matrix", "RESERVED_COLUMNS"]
 
-RESERVED_COLUMNS = {"case_id", "label", "score", "prediction", "dice", "hd95", "normhd", "split", "fold"}
-
-
-class ReportInputError(ValueError):
-    """A predictions file that cannot be reported on; the message names the file and column."""
-
-
-def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a predictions CSV (cells as strings, nothing dropped) and check ``case_id``."""
-    path = Path(path)
-    if not path.is_file():
-        raise ReportInputError(f"{path}: predictions file not found")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    if len(df) == 0:
-        raise ReportInputError(f"{path}: predictions file has no rows")
-    if "case_id" not in df.columns:
-        raise ReportInputError(f"{path}: missing column 'case_id'")
-    dup = df["case_id"].duplicated()
-    if dup.any():
-        raise ReportInputError(f"{path}: duplicate case_id '{df['case_id'][dup].iloc[0]}'")
-    return df
-
-
-def detect_task(df: pd.DataFrame) -> str:
-    """``"segmentation"`` if the file has a ``dice`` column, ``"classification"`` if it has ``label``
-    and ``score`` or ``prob_*`` columns."""
-    if "dice" in df.columns:
-        return "segmentation"
-    if "label" in df.columns and ("score" in df.columns or any(c.startswith("prob_") for c in df.columns)):
-        return "classification"
-    raise ReportInputError(
-        "cannot tell the task: expected 'dice' (segmentation) or 'label' with 'score' / 'prob_*' columns "
-        f"(classification); columns are {list(df.columns)}"
-    )
-
-
-def _numeric(df: pd.DataFrame, col: str, path) -> np.ndarray:
-    raw = df[col]
-    bad = raw.map(is_missing)
-    if bad.any():
-        raise ReportInputError(f"{path}: column '{col}' is empty for case '{df['case_id'][bad].iloc[0]}'")
-    try:
-        values = raw.astype(float).to_numpy()
-    except ValueError as e:
-        raise ReportInputError(f"{path}: column '{col}' is not numeric ({e})") from None
-    if not np.isfinite(values).all() and col not in ("hd95",):
-        i = int(np.flatnonzero(~np.isfinite(values))[0])
-        raise ReportInputError(f"{path}: column '{col}' is {values[i]} for case '{df['case_id'].iloc[i]}'")
-    return values
-
-
-def _encode(df: pd.DataFrame, attr: str, categories: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
-    """Group codes of one attribute (``-1`` for an empty cell) and the category names in code order."""
-    values = [None if is_missing(v) else str(v).strip() for v in df[attr]]
-    present = sorted({v for v in values if v is not None})
-    if categories is None:
-        categories = present
-    else:
-        categories = [str(c) for c in categories]
-        unknown = [v for v in present if v not in categories]
-        if unknown:
-            raise ReportInputError(f"column '{attr}' holds {unknown}, not among the categories {categories}")
-    index = {c: i for i, c in enumerate(categories)}
-    codes = np.array([-1 if v is None else index[v] for v in values], dtype=np.int64)
-    return codes, list(categories)
-
-
-def _attribute_categories(schema, attributes: Sequence[str]) -> dict[str, list[str] | None]:
-    """Category order per attribute from the schema (manifest order); ``None`` = sorted values."""
-    if schema is None:
-        return {a: None for a in attributes}
-    s = load_schema(schema)
-    out = {}
-    for a in attributes:
-        spec = s.attributes.get(a)
-        out[a] = list(spec.categories) if spec is not None else None
-    return out
-
-
-def _default_attributes(df: pd.DataFrame, schema) -> list[str]:
-    if schema is not None:
-        attrs = [a for a in load_schema(schema).attributes if a in df.columns]
-        if attrs:
-            return attrs
-    return [c for c in df.columns
-            if c not in RESERVED_COLUMNS and not c.startswith("prob_") and not c.endswith("_code")
-            and df[c].nunique() <= 20]
+#: Policy names as the report prints them.
+_POLICY_TEXT = {"exclude": "exclude", "category": "category", "error": "error", None: "none (no schema entry)"}
 
 
 def _fmt(x, digits: int = 3) -> str:
@@ -142,23 +74,39 @@ def _fmt_ci(ci) -> str:
 # classification
 
 
-def _classification(df, path, attributes, categories, out_dir, *, n_bootstrap, confidence_level, seed,
+def _missing_line(attr: str, m: Mapping) -> str:
+    """One sentence: how many cases of ``attr`` the missing-value policy excluded or mapped to unknown."""
+    text = f"{m['n_excluded']} excluded (in no group, overall figures only)"
+    if m.get("unknown_category") is not None:
+        text += f", {m['n_unknown']} mapped to '{m['unknown_category']}' (a group of its own)"
+    return f"{attr}: {text}; missing-value policy {_POLICY_TEXT[m['policy']]}."
+
+
+def _missing_markdown(missing: Mapping[str, Mapping]) -> list[str]:
+    lines = ["", "## Missing attribute values", "",
+             "| attribute | missing-value policy | excluded (in no group) | mapped to the unknown group |",
+             "|---|---|---:|---:|"]
+    for attr, m in missing.items():
+        unknown = f"{m['n_unknown']} ('{m['unknown_category']}')" if m.get("unknown_category") is not None else "-"
+        lines.append(f"| {attr} | {_POLICY_TEXT[m['policy']]} | {m['n_excluded']} | {unknown} |")
+    return lines
+
+
+def _classification(checked: CheckedPredictions, out_dir: Path, *, n_bootstrap, confidence_level, seed,
                     threshold, eodd_strategy, reference_group, title):
-    y = _numeric(df, "label", path)
-    if not np.all(y == np.round(y)) or (y < 0).any():
-        raise ReportInputError(f"{path}: column 'label' must hold class indices 0, 1, ...")
-    prob_cols = sorted((c for c in df.columns if c.startswith("prob_")), key=lambda c: int(c.split("_")[1]))
-    if prob_cols:
-        scores = np.stack([_numeric(df, c, path) for c in prob_cols], axis=1)
-    else:
-        scores = _numeric(df, "score", path)
+    from ..metrics._classification import classification_fairness_summary
+    from ..metrics._fami_metrics import SIGMA_IOU_DDOF
+    from . import plots
+
+    df = checked.df
+    y, scores = checked.values["label"], checked.values["scores"]
     result = {"task": "classification", "n_cases": int(len(df)), "attributes": {}}
     csv_rows, md, figures = [], [], {}
     md.append(f"# {title}\n")
     md.append(f"{len(df)} cases. Confidence intervals: {int(confidence_level * 100)} % percentile bootstrap, "
               f"{n_bootstrap} resamples (stratified by group and label), seed {seed}.\n")
-    for attr in attributes:
-        codes, names = _encode(df, attr, categories.get(attr))
+    for attr in checked.attributes:
+        codes, names = checked.codes[attr], checked.groups[attr]
         ref = reference_group.get(attr) if isinstance(reference_group, Mapping) else reference_group
         strategy = eodd_strategy
         if strategy is None:
@@ -166,15 +114,16 @@ def _classification(df, path, attributes, categories, out_dir, *, n_bootstrap, c
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             summary = classification_fairness_summary(
-                y.astype(int), scores, sensitive_features=codes, group_names=names, threshold=threshold,
+                y, scores, sensitive_features=codes, group_names=names, threshold=threshold,
                 eodd_strategy=strategy if len(names) > 2 else None, reference_group=ref if len(names) > 2 else None,
-                n_bootstrap=n_bootstrap, confidence_level=confidence_level, seed=seed,
+                sigma_ddof=SIGMA_IOU_DDOF, n_bootstrap=n_bootstrap, confidence_level=confidence_level, seed=seed,
             )
         notes = sorted({str(w.message) for w in caught})
         for note in notes:
             warnings.warn(f"{attr}: {note}", stacklevel=3)
         d = summary.to_dict()
         d["warnings"] = notes
+        d["missing_values"] = dict(checked.missing[attr])
         result["attributes"][attr] = d
         md += _classification_markdown(attr, d)
         for name, m in d["metrics"].items():
@@ -237,7 +186,7 @@ def _classification_markdown(attr: str, d: Mapping) -> list[str]:
     cols = [m for m in ("auc", "tpr", "fpr", "selection_rate", "accuracy") if m in metrics]
     cols += [m for m in metrics if m not in cols]
     lines = [f"\n## {attr}\n",
-             f"{d['n_samples']} cases, {d['n_excluded']} without a value (overall figures only).\n",
+             f"{d['n_samples']} cases. " + _missing_line(attr, d["missing_values"]).split(": ", 1)[1] + "\n",
              "| group | n | " + " | ".join(cols) + " |",
              "|---|---:|" + "---:|" * len(cols)]
     for g in ["overall", *groups]:
@@ -261,6 +210,9 @@ def _classification_markdown(attr: str, d: Mapping) -> list[str]:
         details = disp.get("details") or {}
         if details.get("reference_group") is not None:
             how += f" (reference group {details['reference_group']})"
+        if name == "sigma_iou" and "ddof" in details:
+            how = (f"std of the groups' mean class IoU, ddof {details['ddof']}; a class absent from a group: "
+                   f"{details.get('absent_class', 'leave_out')}")
         lines.append(f"| {name} | {_fmt(disp['value'])}{_fmt_ci(disp.get('ci'))} | {how} |")
     if d.get("warnings"):
         lines += ["", "Warnings:", *[f"- {w}" for w in d["warnings"]]]
@@ -271,31 +223,40 @@ def _classification_markdown(attr: str, d: Mapping) -> list[str]:
 # segmentation
 
 
-def _segmentation(df, path, attributes, categories, out_dir, *, ts_weight, title):
-    dsc = _numeric(df, "dice", path)
-    if "normhd" in df.columns:
-        normhd = _numeric(df, "normhd", path)
-    elif "hd95" in df.columns:
-        hd95 = _numeric(df, "hd95", path)
-        normhd = np.where(np.isinf(hd95), 1.0, np.clip(hd95 / HD_MAX, 0.0, 1.0))
+def _segmentation(checked: CheckedPredictions, out_dir: Path, *, ts_weight, title):
+    from ..metrics._segmentation import HD_MAX, challenge_scores
+    from . import plots
+
+    dsc = checked.values["dice"]
+    if "normhd" in checked.values:
+        normhd = checked.values["normhd"]
     else:
-        raise ReportInputError(f"{path}: segmentation predictions need a 'normhd' or 'hd95' column")
-    encoded = {a: _encode(df, a, categories.get(a)) for a in attributes}
+        hd95 = checked.values["hd95"]
+        normhd = np.where(np.isinf(hd95), 1.0, np.clip(hd95 / HD_MAX, 0.0, 1.0))
+    encoded = {a: (checked.codes[a], checked.groups[a]) for a in checked.attributes}
     scores = challenge_scores(dsc, normhd, sensitive_features={a: c for a, (c, _) in encoded.items()},
                               group_names={a: n for a, (_, n) in encoded.items()}, ts_weight=ts_weight)
     d = scores.to_dict()
+    for attr, v in d["variables"].items():
+        v["missing_values"] = dict(checked.missing[attr])
     result = {"task": "segmentation", **d}
     csv_rows = [{"attribute": "", "metric": k, "group": "overall", "value": d[k], "n": d["n_cases"]}
                 for k in ("mean_dsc", "mean_normhd", "performance_score", "fairness_score", "total_score")]
-    md = [f"# {title}\n", f"{d['n_cases']} cases; NormHD = min(HD95 / {HD_MAX:g}, 1) in voxel units on the original "
+    if "normhd" in checked.values:
+        source = "NormHD from the file's 'normhd' column" + (
+            " (values above 1 present: not clipped, as the public scoring script)" if (normhd > 1).any() else "")
+    else:
+        source = f"NormHD = min(HD95 / {HD_MAX:g}, 1) from the file's 'hd95' column"
+    md = [f"# {title}\n", f"{d['n_cases']} cases; {source}; HD95 in voxel units on the original "
           "grid; total score = ts_weight * PS + (1 - ts_weight) * FS.\n",
           "| score | value |", "|---|---:|"]
     md += [f"| {k} | {_fmt(d[k])} |" for k in ("mean_dsc", "mean_normhd", "performance_score", "fairness_score",
                                                "total_score", "ts_weight")]
     figures = {}
     for attr, v in d["variables"].items():
-        md += [f"\n## {attr}\n", f"Disparity D = {_fmt(v['disparity'])} (fairness 1 - D = {_fmt(v['fairness'])}); "
-               f"{v['n_excluded']} cases without a value.\n", "| group | n | mean DSC | mean NormHD |",
+        md += [f"\n## {attr}\n", f"Disparity D = {_fmt(v['disparity'])} (fairness 1 - D = {_fmt(v['fairness'])}). "
+               + _missing_line(attr, v["missing_values"]).split(": ", 1)[1] + "\n",
+               "| group | n | mean DSC | mean NormHD |",
                "|---|---:|---:|---:|"]
         for g, n, m_d, m_h in zip(v["groups"], v["counts"], v["mean_dsc"], v["mean_normhd"]):
             md.append(f"| {g} | {n} | {_fmt(m_d)} | {_fmt(m_h)} |")
@@ -351,63 +312,111 @@ def write_report(
     ts_weight: float = 0.5,
     title: str | None = None,
 ) -> dict[str, Path]:
-    """Compute every fairness metric of a predictions file and write the report files.
+    """Check a predictions file, compute every fairness metric and write the report files.
+
+    The whole file is checked first (pandas only, nothing written; see
+    :func:`fairmonai.reports._inputs.check_predictions`); the metrics and plotting libraries are
+    imported only for a valid file. The files are written to a temporary folder beside ``out_dir``
+    and moved into ``out_dir`` at the end: a failure leaves no report folder and no partial report.
 
     Args:
         predictions: the predictions CSV (see the module docstring).
-        out_dir: folder to write into (created).
+        out_dir: folder to write into (created; files of an earlier report are replaced).
         attributes: sensitive attribute columns (default: the schema's attributes present in the file,
             else every other column with at most 20 distinct values).
-        schema: dataset name or schema path; gives each attribute's category order.
+        schema: dataset name or schema path; gives each attribute's category order and missing-value
+            policy (``exclude``: an empty cell or ``unknown`` is in no group; ``category``: an empty
+            cell is the ``missing_category`` group). The report counts both per attribute.
         n_bootstrap: bootstrap resamples for confidence intervals (classification; 0 = none).
-        confidence_level: interval level.
+        confidence_level: interval level, in (0, 1).
         seed: bootstrap seed.
-        threshold: decision threshold of a binary classifier's score.
+        threshold: decision threshold of a binary classifier's score, in [0, 1].
         eodd_strategy: EOdd for more than two groups: ``"max_pair"`` (largest value over group pairs) or
             ``"one_vs_rest"`` (``reference_group`` against the others). Default: ``one_vs_rest`` when a
             reference group is given, else ``max_pair``. The report states which was used.
         reference_group: the one-vs-rest group, or ``{attribute: group}``.
-        ts_weight: weight of the performance score in the total score (segmentation).
+        ts_weight: weight of the performance score in the total score (segmentation), in [0, 1].
         title: report title.
 
     Returns:
         ``{name: path}`` of every file written (``json``, ``csv``, ``markdown`` and each figure).
 
     Raises:
-        ReportInputError: a missing file or column, an empty or non-numeric value, a category not in
-            the schema.
+        ReportInputError: a missing, empty or unparseable file; a missing column; a score out of range,
+            empty, NaN or infinite (naming the case and the column); a category not in the schema; an
+            option out of range; ``out_dir`` an existing file.
+        ManifestError: the schema cannot be loaded.
     """
-    path = Path(predictions)
-    out = Path(out_dir)
-    df = read_predictions(path)
-    task = detect_task(df)
-    if attributes is None:
-        attributes = _default_attributes(df, schema)
-    attributes = list(attributes)
-    missing = [a for a in attributes if a not in df.columns]
-    if missing:
-        raise ReportInputError(f"{path}: missing attribute column(s) {missing}")
-    if not attributes:
-        raise ReportInputError(f"{path}: no sensitive attribute column found; name them with --attributes")
-    categories = _attribute_categories(schema, attributes)
-    out.mkdir(parents=True, exist_ok=True)
+    check_report_options(n_bootstrap=n_bootstrap, confidence_level=confidence_level, threshold=threshold,
+                         eodd_strategy=eodd_strategy, ts_weight=ts_weight)
+    out = check_output_dir(out_dir)
+    checked = check_predictions(predictions, attributes=attributes, schema=schema)
+    path = checked.path
     title = title or f"Fairness report: {path.name}"
-    if task == "classification":
-        result, csv_rows, md, figures = _classification(
-            df, path, attributes, categories, out, n_bootstrap=n_bootstrap, confidence_level=confidence_level,
-            seed=seed, threshold=threshold, eodd_strategy=eodd_strategy, reference_group=reference_group,
-            title=title)
+    for note in checked.warnings:
+        warnings.warn(note, stacklevel=2)
+
+    created = _make_parents(out.parent)
+    tmp = out.parent / f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"  # mode from the umask
+    tmp.mkdir()
+    try:
+        if checked.task == "classification":
+            result, csv_rows, md, figures = _classification(
+                checked, tmp, n_bootstrap=n_bootstrap, confidence_level=confidence_level, seed=seed,
+                threshold=threshold, eodd_strategy=eodd_strategy, reference_group=reference_group, title=title)
+        else:
+            result, csv_rows, md, figures = _segmentation(checked, tmp, ts_weight=ts_weight, title=title)
+        result["predictions"] = str(path)
+        result["missing_values"] = {a: dict(m) for a, m in checked.missing.items()}
+        result["input_warnings"] = list(checked.warnings)
+        files = {"json": tmp / "report.json", "csv": tmp / "metrics.csv", "markdown": tmp / "report.md"}
+        files["json"].write_text(json.dumps(_clean(result), indent=2, allow_nan=False, default=_json_default) + "\n")
+        pd.DataFrame(csv_rows).to_csv(files["csv"], index=False)
+        md += _missing_markdown(checked.missing)
+        md += ["", "Figures: " + ", ".join(f"[{p.name}]({p.name})" for p in figures.values())]
+        files["markdown"].write_text("\n".join(md) + "\n")
+        files.update(figures)
+        return _move_into(tmp, out, files)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created is not None:
+            _remove_empty_dirs(created, out.parent)
+        raise
+
+
+def _make_parents(folder: Path) -> Path | None:
+    """Create ``folder`` and its missing parents; return the topmost folder created (``None`` if none)."""
+    top = None
+    p = folder
+    while not p.exists():
+        top = p
+        p = p.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return top
+
+
+def _remove_empty_dirs(top: Path, bottom: Path) -> None:
+    """Remove ``bottom`` and its parents up to ``top`` (included) while they are empty."""
+    p = bottom
+    while True:
+        try:
+            p.rmdir()
+        except OSError:
+            return
+        if p == top:
+            return
+        p = p.parent
+
+
+def _move_into(tmp: Path, out: Path, files: Mapping[str, Path]) -> dict[str, Path]:
+    """Move the finished report from ``tmp`` to ``out`` (one rename when ``out`` does not exist)."""
+    if not out.exists():
+        os.replace(tmp, out)
     else:
-        result, csv_rows, md, figures = _segmentation(df, path, attributes, categories, out, ts_weight=ts_weight,
-                                                      title=title)
-    result["predictions"] = str(path)
-    files = {"json": out / "report.json", "csv": out / "metrics.csv", "markdown": out / "report.md"}
-    files["json"].write_text(json.dumps(_clean(result), indent=2, allow_nan=False, default=_json_default) + "\n")
-    pd.DataFrame(csv_rows).to_csv(files["csv"], index=False)
-    md += ["", "Figures: " + ", ".join(f"[{p.name}]({p.name})" for p in figures.values())]
-    files["markdown"].write_text("\n".join(md) + "\n")
-    files.update(figures)
-    return files
+        for p in files.values():
+            os.replace(p, out / p.name)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {k: out / p.name for k, p in files.items()}
 
 
 def _clean(o):

@@ -51,5 +51,11 @@ def test_errors_name_the_problem(tmp_path):
     with pytest.raises(ReportInputError, match=r"have no column\(s\) \['breast_density', 'menopausal_status'\]"):
         dice_heatmap_comparison([good], [tmp_path / "short.csv"], tmp_path)
     bad = _write(tmp_path / "bad.csv", [("a", 0.2, "90+", "d", "post")])
-    with pytest.raises(ReportInputError, match=r"column 'age_group' holds \['90\+'\]"):
+    with pytest.raises(ReportInputError) as err:
         dice_heatmap_comparison([good], [bad], tmp_path)
+    assert str(err.value) == ("the 'FairMedSeg' score files: case 'a', column 'age_group': value '90+' is not one of "
+                              "the schema's categories ['0-40', '41-50', '51-60', '61-70', '71+']")
+    over = _write(tmp_path / "over.csv", [("a", 1.2, "71+", "d", "post")])
+    with pytest.raises(ReportInputError) as err:
+        dice_heatmap_comparison([over], [good], tmp_path)
+    assert str(err.value) == f"{over}: case 'a', column 'dice': value 1.2 is outside [0, 1]"

@@ -26,10 +26,17 @@ def _classification_file(tmp_path, n=120, seed=0):
 
 def test_classification_report_matches_sklearn(tmp_path):
     p, y, score, sex = _classification_file(tmp_path)
-    files = write_report(p, tmp_path / "rep", schema="isic2020", n_bootstrap=50)
+    with pytest.warns(UserWarning, match="sex: 3 case\\(s\\) without a value although the schema's missing-value "
+                                         "policy is 'error'"):
+        files = write_report(p, tmp_path / "rep", schema="isic2020", n_bootstrap=50)
     rep = json.loads(files["json"].read_text())
     d = rep["attributes"]["sex"]
     assert d["n_samples"] == 120 and d["n_excluded"] == 3
+    assert rep["missing_values"]["sex"] == {"policy": "error", "n_excluded": 3, "n_unknown": 0,
+                                            "unknown_category": None}
+    # sigma_IoU with the paper's conventions (ddof 1, an absent class scores 0), stated in both files
+    assert rep["attributes"]["sex"]["disparities"]["sigma_iou"]["details"]["ddof"] == 1
+    assert rep["attributes"]["sex"]["disparities"]["sigma_iou"]["details"]["absent_class"] == "zero"
     auc = d["metrics"]["auc"]
     assert auc["overall"] == pytest.approx(roc_auc_score(y, score), abs=1e-12)
     for g in ("female", "male"):
@@ -48,6 +55,8 @@ def test_classification_report_matches_sklearn(tmp_path):
     assert row["value"] == pytest.approx(auc["by_group"]["female"])
     assert row["ci_low"] <= row["value"] <= row["ci_high"]
     md = files["markdown"].read_text()
+    assert "std of the groups' mean class IoU, ddof 1; a class absent from a group: zero" in md
+    assert "| sex | error | 3 | - |" in md
     assert f"| overall | 120 | {auc['overall']:.3f} [" in md and "| female | 58 |" in md and "| male | 59 |" in md
     for key in ("forest_auc_sex", "fairness_sex"):
         assert files[key].stat().st_size > 1000 and files[key].read_bytes()[:4] == b"\x89PNG"
@@ -115,11 +124,12 @@ def test_segmentation_heatmaps_for_each_pair(tmp_path):
     "frame,kwargs,fragment",
     [
         ({"case_id": ["a", "a"], "label": [0, 1], "score": [0.1, 0.2], "sex": ["male", "female"]}, {},
-         "duplicate case_id 'a'"),
+         "duplicate case_id 'a' (lines 2 and 3)"),
         ({"case_id": ["a", "b"], "label": [0, 1], "score": [0.1, ""], "sex": ["male", "female"]}, {},
-         "column 'score' is empty for case 'b'"),
+         "case 'b', column 'score': value '' is missing (empty or NaN)"),
         ({"case_id": ["a", "b"], "label": [0, 1], "score": [0.1, 0.3], "sex": ["male", "other"]},
-         {"schema": "isic2020"}, "column 'sex' holds ['other'], not among the categories ['female', 'male']"),
+         {"schema": "isic2020"}, "case 'b', column 'sex': value 'other' is not one of the schema's categories "
+                                 "['female', 'male']"),
         ({"case_id": ["a", "b"], "label": [0, 1], "score": [0.1, 0.3]}, {"attributes": ["sex"]},
          "missing attribute column(s) ['sex']"),
         ({"case_id": ["a", "b"], "y": [0, 1]}, {}, "cannot tell the task"),
@@ -135,6 +145,15 @@ def test_bad_input(tmp_path, frame, kwargs, fragment):
 def test_cli_exit_codes(tmp_path, capsys):
     p, *_ = _classification_file(tmp_path)
     assert main([str(p), "--out", str(tmp_path / "cli"), "--schema", "isic2020", "--n-bootstrap", "20"]) == 0
-    assert "report written to" in capsys.readouterr().out
-    assert main([str(tmp_path / "missing.csv"), "--out", str(tmp_path / "x")]) == 2
-    assert "predictions file not found" in capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "report written to" in out
+    assert "  sex: 3 excluded (missing-value policy error)" in out
+    # an input error: status 1, one line
+    assert main([str(tmp_path / "missing.csv"), "--out", str(tmp_path / "x")]) == 1
+    assert capsys.readouterr().err == f"error: {tmp_path / 'missing.csv'}: predictions file not found\n"
+    # a usage error: status 2, as argparse
+    with pytest.raises(SystemExit) as e:
+        main([str(p), "--out", str(tmp_path / "y"), "--reference-group", "female", "male"])
+    assert e.value.code == 2
+    assert "--reference-group 'female': use GROUP, or ATTRIBUTE=GROUP" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
