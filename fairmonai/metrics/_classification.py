@@ -31,6 +31,9 @@ from monai.metrics import CumulativeIterationMetric
 
 from ._auc import AUC_UNDEFINED_REASON, auc_values, bootstrap_auc_values, es_auc_result, prepare_auc
 from ._fami_metrics import (
+    SIGMA_IOU_ABSENT_CLASS,
+    SIGMA_IOU_DDOF,
+    check_absent_class,
     check_ddof,
     eodd_result,
     eom_result,
@@ -156,7 +159,8 @@ def classification_fairness_summary(
     eodd_strategy: str | None = None,
     reference_group=None,
     num_classes: int | None = None,
-    sigma_ddof: int = 0,
+    sigma_ddof: int = SIGMA_IOU_DDOF,
+    sigma_absent_class: str = SIGMA_IOU_ABSENT_CLASS,
     n_bootstrap: int = 0,
     confidence_level: float = 0.95,
     stratified: bool = True,
@@ -188,7 +192,9 @@ def classification_fairness_summary(
         eodd_strategy: ``None``, ``"max_pair"`` or ``"one_vs_rest"`` (see :func:`compute_eodd`).
         reference_group: reference group of ``"one_vs_rest"``.
         num_classes: ``K`` of a multi-class task (default: from ``y_score``).
-        sigma_ddof: 0 (population, default) or 1 (sample) standard deviation for ``sigma_iou``.
+        sigma_ddof: 1 (sample, default: the paper's) or 0 (population) standard deviation for ``sigma_iou``.
+        sigma_absent_class: ``"zero"`` (default: the paper's) or ``"leave_out"``: the IoU of a class absent
+            from a group's labels and predictions (see :func:`compute_sigma_iou`).
         n_bootstrap: bootstrap replicates (default 0: no intervals).
         confidence_level: interval level (default 0.95).
         stratified: resample within (group, label) strata (default ``True``).
@@ -213,6 +219,7 @@ def classification_fairness_summary(
     check_option(agg, AGGS, "agg")
     eodd_strategy = resolve_eodd_strategy(eodd_strategy, reference_group)
     sigma_ddof = check_ddof(sigma_ddof)
+    sigma_absent_class = check_absent_class(sigma_absent_class)
     check_bootstrap_args(n_bootstrap, confidence_level)
     yt = to_numpy(y_true, "y_true")
     ys = to_numpy(y_score, "y_score")
@@ -278,7 +285,8 @@ def classification_fairness_summary(
         metrics.update(rate_results_multiclass(counts, cd, method, boot_counts, settings))
     disparities["eom"] = eom_result(counts, cd, boot=boot_counts, settings=settings)
     disparities["eodd"] = eodd_result(counts, cd, eodd_strategy, ref, boot=boot_counts, settings=settings)
-    disparities["sigma_iou"] = sigma_iou_result(counts, cd, sigma_ddof, boot=boot_counts, settings=settings)
+    disparities["sigma_iou"] = sigma_iou_result(counts, cd, sigma_ddof, absent_class=sigma_absent_class,
+                                                boot=boot_counts, settings=settings)
 
     sizes = cd.gi.sizes()
     return FairnessSummary(
@@ -291,7 +299,8 @@ def classification_fairness_summary(
         disparities=disparities,
         settings={"threshold": threshold if binary else None, "method": method, "agg": agg,
                   "eodd_strategy": eodd_strategy, "reference_group": reference_group,
-                  "num_classes": cd.num_classes, "sigma_ddof": sigma_ddof, "bootstrap": settings},
+                  "num_classes": cd.num_classes, "sigma_ddof": sigma_ddof,
+                  "sigma_absent_class": sigma_absent_class, "bootstrap": settings},
     )
 
 
@@ -326,7 +335,7 @@ class ClassificationFairnessMetric(CumulativeIterationMetric):
 
     Args:
         group_names, threshold, method, agg, eodd_strategy, reference_group, num_classes,
-        sigma_ddof, n_bootstrap, confidence_level, stratified, seed: passed to
+        sigma_ddof, sigma_absent_class, n_bootstrap, confidence_level, stratified, seed: passed to
         :func:`classification_fairness_summary` (same defaults).
 
     Raises:
@@ -350,7 +359,8 @@ class ClassificationFairnessMetric(CumulativeIterationMetric):
         eodd_strategy: str | None = None,
         reference_group=None,
         num_classes: int | None = None,
-        sigma_ddof: int = 0,
+        sigma_ddof: int = SIGMA_IOU_DDOF,
+        sigma_absent_class: str = SIGMA_IOU_ABSENT_CLASS,
         n_bootstrap: int = 0,
         confidence_level: float = 0.95,
         stratified: bool = True,
@@ -361,10 +371,12 @@ class ClassificationFairnessMetric(CumulativeIterationMetric):
         check_option(agg, AGGS, "agg")
         resolve_eodd_strategy(eodd_strategy, reference_group)
         check_ddof(sigma_ddof)
+        check_absent_class(sigma_absent_class)
         check_bootstrap_args(n_bootstrap, confidence_level)
         self.summary_kwargs = dict(
             group_names=group_names, threshold=threshold, method=method, agg=agg, eodd_strategy=eodd_strategy,
             reference_group=reference_group, num_classes=num_classes, sigma_ddof=sigma_ddof,
+            sigma_absent_class=sigma_absent_class,
             n_bootstrap=n_bootstrap, confidence_level=confidence_level, stratified=stratified, seed=seed,
         )
 
