@@ -56,6 +56,8 @@ from monai.utils import look_up_option
 __all__ = [
     "EXCLUDED_CODE",
     "BASES",
+    "SMALL_GROUP_OPTIONS",
+    "RANK_RTOL",
     "MISSING_SENSITIVE_MSG",
     "NOT_TENSOR_MSG",
     "NOT_FLOAT_MSG",
@@ -84,6 +86,12 @@ __all__ = [
 EXCLUDED_CODE = -1
 #: allowed values of ``basis`` of :func:`polynomial_score`.
 BASES = ("per_dimension", "multivariate")
+#: allowed values of ``small_group`` of :func:`polynomial_score` (what an undefined fit gives).
+SMALL_GROUP_OPTIONS = ("zero", "lower_degree")
+#: tolerance of the rank test of :func:`polynomial_score` (``small_group="zero"``): per dimension,
+#: standardised values closer than this count as one distinct value; multivariate, a singular value
+#: of the standardised design matrix ``<= RANK_RTOL`` times the largest counts as zero.
+RANK_RTOL = 1e-10
 
 MISSING_SENSITIVE_MSG = (
     "{owner} needs the keyword argument sensitive= (the (B,) integer group codes, -1 = excluded); got None"
@@ -103,9 +111,9 @@ BAD_INT_MSG = "{name} must be an int >= {low}; got {value!r}"
 BAD_FLOAT_MSG = "{name} must be a finite number {cond}; got {value!r}"
 BAD_OPTION_MSG = "unknown {name} {value!r}: {detail}"
 MARGINAL_UNFITTED_MSG = (
-    "the marginal score could not be fitted on {n} samples of dimension {d} (the basis has more functions "
-    "than the batch has samples; for FaMI use basis='per_dimension', a lower degree or a larger batch): "
-    "the SFD is 0 for this batch"
+    "the marginal score could not be fitted on {n} samples of dimension {d} (too few samples, or too few "
+    "distinct values, for the estimator's basis; for FaMI use a lower degree, basis='per_dimension' or a "
+    "larger batch): the SFD is 0 for this batch"
 )
 
 
@@ -116,7 +124,8 @@ class ScoreFit(NamedTuple):
         score: ``(N, D)`` float64, the estimate of :math:`\\nabla_x \\log p(x)` at each sample; ``0``
             in the coordinates that were not fitted.
         fitted: ``(D,)`` bool, the coordinates with an estimate (a coordinate that is constant over
-            the samples, or every coordinate when there are too few samples, has none).
+            the samples, one where the fit is undefined, e.g. too few samples or distinct values,
+            has none).
         order: the polynomial degree used (:func:`polynomial_score`) or the number of
             eigenfunctions (:func:`spectral_stein_score`); ``0`` when nothing was fitted.
     """
@@ -239,6 +248,51 @@ def _n_basis(basis: str, dim: int, degree: int) -> int:
     return degree + 1 if basis == "per_dimension" else math.comb(dim + degree, degree)
 
 
+def _fit_per_dimension(z: torch.Tensor, k: int, ridge: float, check_rank: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-coordinate fit on standardised ``z`` ``(n, a)``: ``(s_z (n, a), ok (a,))``, 0 where not ``ok``."""
+    n, a = z.shape
+    ks = torch.arange(k + 1, dtype=torch.float64, device=z.device)
+    feats = z.unsqueeze(-1) ** ks  # (n, a, P); 0**0 == 1
+    ok = torch.ones(a, dtype=torch.bool, device=z.device)
+    if check_rank:  # Vandermonde rank = number of distinct values (at most k + 1), per coordinate
+        distinct = 1 + (torch.diff(z.sort(0).values, dim=0) > RANK_RTOL).sum(0)  # z has unit std
+        ok = distinct >= k + 1
+        if not bool(ok.any()):
+            return torch.zeros_like(z), ok
+        if not bool(ok.all()):
+            z, feats = z[:, ok], feats[:, ok]
+    dfeats = ks * z.unsqueeze(-1) ** (ks - 1).clamp(min=0)  # k z^(k-1); 0 for k = 0
+    gram = torch.einsum("nap,naq->apq", feats, feats) / n
+    gram = gram + ridge * torch.eye(k + 1, dtype=torch.float64, device=z.device)
+    rhs = -dfeats.mean(0)  # (a, P)
+    w = torch.linalg.solve(gram, rhs.unsqueeze(-1)).squeeze(-1)
+    s_z = torch.einsum("nap,ap->na", feats, w)
+    if s_z.shape[1] == a:
+        return s_z, ok
+    out = torch.zeros(n, a, dtype=torch.float64, device=z.device)
+    out[:, ok] = s_z
+    return out, ok
+
+
+def _fit_multivariate(z: torch.Tensor, k: int, ridge: float, check_rank: bool) -> torch.Tensor | None:
+    """Joint fit on standardised ``z`` ``(n, a)``: ``s_z (n, a)``, or ``None`` if rank deficient."""
+    n, a = z.shape
+    expo = _monomial_exponents(a, k, z.device)  # (P, a)
+    p = expo.shape[0]
+    powers = z.unsqueeze(1) ** expo  # (n, P, a)
+    feats = powers.prod(-1)  # (n, P)
+    if check_rank and int(torch.linalg.matrix_rank(feats, rtol=RANK_RTOL)) < p:
+        return None
+    lower = z.unsqueeze(1) ** (expo - 1).clamp(min=0)
+    rhs = torch.empty(p, a, dtype=torch.float64, device=z.device)
+    for j in range(a):  # d f / d z_j = e_j z_j^(e_j - 1) prod_{l != j} z_l^(e_l)
+        others = torch.cat([powers[..., :j], powers[..., j + 1:]], dim=-1).prod(-1)
+        rhs[:, j] = -(expo[:, j] * lower[..., j] * others).mean(0)
+    gram = feats.T @ feats / n + ridge * torch.eye(p, dtype=torch.float64, device=z.device)
+    w = torch.linalg.solve(gram, rhs)  # (P, a)
+    return feats @ w
+
+
 def polynomial_score(
     x: torch.Tensor,
     *,
@@ -246,6 +300,7 @@ def polynomial_score(
     ridge: float = 1e-3,
     basis: str = "per_dimension",
     eps: float = 1e-6,
+    small_group: str = "zero",
 ) -> ScoreFit:
     """Score :math:`\\nabla_x \\log p(x)` at the samples by least squares on a polynomial basis.
 
@@ -270,11 +325,43 @@ def polynomial_score(
     * ``basis="multivariate"``: every monomial of the ``D`` coordinates of total degree ``<= K``,
       giving the joint score, correlations included. ``P = C(D + K, K)``, so meant for small ``D``.
 
-    Fallbacks (never a NaN): a coordinate with ``std <= eps * (1 + |mean|)`` is constant, has no
-    score (``fitted`` False, score 0) and is left out of the basis. The degree is lowered to the
-    largest ``k <= degree`` with ``P_k <= N`` (no fewer samples than basis functions); if even
-    ``k = 1`` does not fit (``N < 2`` per dimension, ``N < D' + 1`` multivariate with ``D'``
-    non-constant coordinates) nothing is fitted (``order`` 0, every ``fitted`` False).
+    Constant coordinates (never a NaN): a coordinate with ``std <= eps * (1 + |mean|)`` is constant,
+    has no score (``fitted`` False, score 0) and is left out of the basis (``D'`` below counts the
+    others).
+
+    **Small sample sets** (``small_group``; ``x`` is one group, or the whole batch for the marginal
+    score). The fit at degree ``K`` is *undefined* when the basis functions are linearly dependent
+    on the samples, i.e. the ``N x P`` design matrix :math:`F_{ip} = f_p(z_i)` has rank ``< P``: the
+    normal equations without the ridge then have no unique solution and the ridge alone sets the
+    estimate (measured: a group of 3 samples at degree 3 gave SFD values near +-10, a group of 6
+    samples with 2 distinct values near +-8, where a large group's had an RMS of 0.15 and 0.29).
+
+    * per dimension, coordinate by coordinate: :math:`F` is the Vandermonde matrix of
+      ``(1, z_d, ..., z_d^K)``, whose rank is the number of distinct values of the coordinate (at
+      most ``K + 1``), so coordinate ``d`` is undefined when it holds *fewer than K + 1 distinct
+      values* (in particular when ``N < K + 1``); the other coordinates are fitted.
+    * multivariate, jointly: undefined when ``N < P = C(D' + K, K)``, or when the samples lie on an
+      algebraic set of degree ``<= K`` (fewer than ``P`` distinct points; collinear points at
+      ``K = 1``, where the covariance is singular; points on a circle at ``K = 2``, where
+      :math:`z_1^2 + z_2^2` is constant). The whole fit is then undefined (a joint score has no
+      coordinate-wise part).
+
+    The rank, not the number of samples alone, is the condition because repeated values make the
+    system singular however many samples there are (6 samples with 2 distinct values: ``P = 4 <= 6``
+    but rank 2). It is tested on the standardised samples, so it does not depend on the scale of
+    ``x``: per dimension by counting distinct values (standardised values closer than
+    ``RANK_RTOL = 1e-10`` count as one; a sort per coordinate, cheap for wide feature layers),
+    multivariate by the singular values of :math:`F` (those ``<= RANK_RTOL`` times the largest
+    count as zero). Values equal up to rounding therefore count as one.
+
+    * ``"zero"`` (default): an undefined coordinate (per dimension) or fit (multivariate) has no
+      estimate (``fitted`` False, score 0); the degree is never lowered. ``order`` is ``degree``
+      when anything is fitted, else 0.
+    * ``"lower_degree"`` (the behaviour before the ``small_group`` option): the degree is lowered
+      to the largest ``k <= degree`` with ``P_k <= N`` (no fewer samples than basis functions),
+      the rank is not tested (a singular moment matrix is solved through the ridge), and nothing is
+      fitted if even ``k = 1`` does not fit (``N < 2`` per dimension, ``N < D' + 1``
+      multivariate).
 
     Args:
         x: ``(N, D)`` samples (detached inside; computed in float64).
@@ -283,23 +370,28 @@ def polynomial_score(
             Default ``1e-3``.
         basis: ``"per_dimension"`` (default) or ``"multivariate"``.
         eps: relative tolerance of the constant-coordinate test. Default ``1e-6``.
+        small_group: ``"zero"`` (default) or ``"lower_degree"``, what an undefined fit gives (above).
 
     Returns:
         :class:`ScoreFit` (float64 score).
 
     Raises:
-        TypeError / ValueError: a bad ``degree``, ``ridge``, ``eps`` or ``basis``; ``x`` not 2-D.
+        TypeError / ValueError: a bad ``degree``, ``ridge``, ``eps``, ``basis`` or ``small_group``
+            (the message lists the allowed values); ``x`` not 2-D.
 
     Example:
         >>> x = torch.randn(500, 1, dtype=torch.float64)
         >>> fit = polynomial_score(x, degree=1, ridge=0.0)
         >>> bool(torch.allclose(fit.score, -(x - x.mean()) / x.var(unbiased=False)))
         True
+        >>> polynomial_score(torch.tensor([[0.0], [1.0], [3.0]]), degree=3).order  # 3 samples < 4
+        0
     """
     degree = check_int(degree, "degree", 1)
     ridge = check_float(ridge, "ridge")
     eps = check_float(eps, "eps")
     basis = check_option(basis, BASES, "basis")
+    small_group = check_option(small_group, SMALL_GROUP_OPTIONS, "small_group")
     if x.ndim != 2:
         raise ValueError(BAD_X_SHAPE_MSG.format(shape=tuple(x.shape)))
     x = x.detach().to(torch.float64)
@@ -313,39 +405,32 @@ def polynomial_score(
     n_act = int(act.numel())
     if n_act == 0:
         return none
+    check_rank = small_group == "zero"
     k_used = 0
-    for k in range(degree, 0, -1):
-        if _n_basis(basis, n_act, k) <= n:
-            k_used = k
-            break
+    if check_rank:
+        k_used = degree if _n_basis(basis, n_act, degree) <= n else 0
+    else:
+        for k in range(degree, 0, -1):
+            if _n_basis(basis, n_act, k) <= n:
+                k_used = k
+                break
     if k_used == 0:
         return none
     sd = std[act]
     z = (x[:, act] - mean[act]) / sd
+    fitted = active
     if basis == "per_dimension":
-        ks = torch.arange(k_used + 1, dtype=torch.float64, device=x.device)
-        feats = z.unsqueeze(-1) ** ks  # (n, a, P); 0**0 == 1
-        dfeats = ks * z.unsqueeze(-1) ** (ks - 1).clamp(min=0)  # k z^(k-1); 0 for k = 0
-        gram = torch.einsum("nap,naq->apq", feats, feats) / n
-        gram = gram + ridge * torch.eye(k_used + 1, dtype=torch.float64, device=x.device)
-        rhs = -dfeats.mean(0)  # (a, P)
-        w = torch.linalg.solve(gram, rhs.unsqueeze(-1)).squeeze(-1)
-        s_z = torch.einsum("nap,ap->na", feats, w)
+        s_z, ok = _fit_per_dimension(z, k_used, ridge, check_rank)
+        if not bool(ok.any()):
+            return none
+        fitted = active.clone()
+        fitted[act[~ok]] = False
     else:
-        expo = _monomial_exponents(n_act, k_used, x.device)  # (P, a)
-        p = expo.shape[0]
-        powers = z.unsqueeze(1) ** expo  # (n, P, a)
-        feats = powers.prod(-1)  # (n, P)
-        lower = z.unsqueeze(1) ** (expo - 1).clamp(min=0)
-        rhs = torch.empty(p, n_act, dtype=torch.float64, device=x.device)
-        for j in range(n_act):  # d f / d z_j = e_j z_j^(e_j - 1) prod_{l != j} z_l^(e_l)
-            others = torch.cat([powers[..., :j], powers[..., j + 1:]], dim=-1).prod(-1)
-            rhs[:, j] = -(expo[:, j] * lower[..., j] * others).mean(0)
-        gram = feats.T @ feats / n + ridge * torch.eye(p, dtype=torch.float64, device=x.device)
-        w = torch.linalg.solve(gram, rhs)  # (P, a)
-        s_z = feats @ w
+        s_z = _fit_multivariate(z, k_used, ridge, check_rank)
+        if s_z is None:
+            return none
     score[:, act] = s_z / sd
-    return ScoreFit(score, active, k_used)
+    return ScoreFit(score, fitted, k_used)
 
 
 def spectral_stein_score(
@@ -453,12 +538,21 @@ def score_function_difference(
     carry no gradient of the MI term). The conditional score of group ``g`` is fitted on the
     samples with code ``g``.
 
-    Fallback: in a coordinate where the group's fit has no estimate (the group is constant there,
-    or too small for the estimator, see :func:`polynomial_score` / :func:`spectral_stein_score`) the
-    group uses the marginal score, so its SFD is 0 there. A group with a single sample therefore
-    always has SFD 0. A batch with one group only has SFD exactly 0 (the two fits see the same
-    samples). If the marginal itself cannot be fitted although the batch varies (a multivariate
-    basis larger than the batch), a ``UserWarning`` says so and the SFD is 0.
+    Fallback: the SFD of a group is 0 in every coordinate where either of its two scores has no
+    estimate (``fitted`` False): the group's own fit (the group is constant there, or too small or
+    has too few distinct values for the estimator, see :func:`polynomial_score` /
+    :func:`spectral_stein_score`), or the marginal fit (the whole batch is too small, e.g. a last
+    batch of 3 samples at degree 3: then every group's SFD is 0 there, the same rule). A
+    difference needs both scores, so the SFD is never one score alone. A group with a single sample
+    therefore always has SFD 0. A batch with one group only has SFD exactly 0 (the two fits see
+    the same samples). If the marginal has no estimate at all although the batch varies, a
+    ``UserWarning`` says so.
+
+    Counting: a group is *zeroed* when this fallback sets its SFD to 0 in every coordinate in which
+    the batch varies (coordinates constant over the whole batch have score 0 in every fit, so their
+    SFD is 0 by definition, not by fallback). A group zeroed in some coordinates only (per
+    dimension: too few distinct values in one coordinate) keeps the fitted coordinates and is not
+    counted.
 
     Args:
         x: ``(B, D)`` samples (detached inside).
@@ -468,8 +562,8 @@ def score_function_difference(
     Returns:
         ``(sfd, info)``: ``sfd`` ``(B, D)`` float64; ``info`` with ``msq_sfd`` (mean over included
         samples of :math:`\\|\\mathrm{SFD}_i\\|^2`, 0 if none), ``n_used``, ``n_excluded``,
-        ``n_groups`` (groups present) and ``n_fallback`` (included samples whose SFD is 0 in every
-        coordinate because their group could not be fitted).
+        ``n_groups`` (groups present), ``n_fallback`` (included samples of zeroed groups) and
+        ``n_fallback_groups`` (zeroed groups), all floats.
     """
     x = x.detach().to(torch.float64)
     b = x.shape[0]
@@ -477,26 +571,32 @@ def score_function_difference(
     included = codes >= 0
     n_used = int(included.sum())
     info = {"msq_sfd": 0.0, "n_used": float(n_used), "n_excluded": float(b - n_used), "n_groups": 0.0,
-            "n_fallback": 0.0}
+            "n_fallback": 0.0, "n_fallback_groups": 0.0}
     if n_used == 0:
         return sfd, info
+    xi = x[included]
+    varies = xi.amax(0) > xi.amin(0)  # (D,): exact test, a constant coordinate has SFD 0 by definition
     marginal = torch.zeros_like(x)
-    marginal_fit = estimator(x[included])
+    marginal_fit = estimator(xi)
     marginal[included] = marginal_fit.score
-    if marginal_fit.order == 0 and n_used >= 2 and bool((x[included].std(0) > 0).any()):
+    if not bool(marginal_fit.fitted.any()) and bool(varies.any()):
         warnings.warn(MARGINAL_UNFITTED_MSG.format(n=n_used, d=x.shape[1]), UserWarning, stacklevel=3)
     groups = torch.unique(codes[included]).tolist()
     info["n_groups"] = float(len(groups))
-    n_fallback = 0
+    n_fallback = n_fallback_groups = 0
     for g in groups:
         idx = torch.nonzero(codes == g).flatten()
         fit = estimator(x[idx])
-        if not bool(fit.fitted.any()):
+        ok = fit.fitted & marginal_fit.fitted
+        if bool(varies.any()) and not bool((ok & varies).any()):
             n_fallback += int(idx.numel())
+            n_fallback_groups += 1
+        if not bool(ok.any()):
             continue
         diff = fit.score - marginal[idx]
-        diff[:, ~fit.fitted] = 0.0
+        diff[:, ~ok] = 0.0
         sfd[idx] = diff
     info["n_fallback"] = float(n_fallback)
+    info["n_fallback_groups"] = float(n_fallback_groups)
     info["msq_sfd"] = float(sfd[included].pow(2).sum(1).mean())
     return sfd, info

@@ -79,7 +79,10 @@ class FairnessRegularizedLoss(_Loss):
 
     For logging, :attr:`last_terms` holds after each call ``task_loss`` (float), ``penalty``
     (the surrogate's value: 0 for FaMI/MIGE, the DV estimate for MINE), ``mu`` and the penalty's
-    ``last_diagnostic`` entries (``msq_sfd`` or ``dv``, ...).
+    ``last_diagnostic`` entries (``msq_sfd`` or ``dv``, ...; for FaMI and MIGE also
+    ``n_fallback``/``n_fallback_groups``, the samples and groups whose SFD was set to 0 because a
+    fit was undefined, which :class:`fairmonai.handlers.PenaltyCurveLogger` sums per epoch). When
+    the penalty is not computed (``mu = 0`` or no penalty) only ``task_loss`` and ``mu`` are set.
 
     A penalty with parameters (MINE) is a submodule, so ``loss.parameters()`` lists them: the
     bundle's optimizer must include them.

@@ -28,6 +28,7 @@ __all__ = ["MIGEPenalty"]
 
 
 def _ssge_or_fallback(x: torch.Tensor, *, min_group_size: int, **kwargs) -> ScoreFit:
+    """SSGE, or no estimate (``order`` 0) for fewer than ``min_group_size`` samples."""
     if x.shape[0] < min_group_size:
         return ScoreFit(torch.zeros(x.shape, dtype=torch.float64, device=x.device),
                         torch.zeros(x.shape[1], dtype=torch.bool, device=x.device), 0)
@@ -54,12 +55,23 @@ class MIGEPenalty(nn.Module):
     conditions on a continuous variable; for a discrete ``u`` the conditional score is estimated
     within each group, which is the choice made here.
 
-    Fallbacks, as FaMI (never a NaN): excluded samples (code ``-1``) enter no fit and get SFD 0; a
-    group with fewer than ``min_group_size`` samples (always at least 2: one sample has no
-    bandwidth), or whose samples are all equal, uses the marginal score (SFD 0); a coordinate
-    constant within a group takes the marginal score there. A batch with one group, or no included
-    sample, has SFD 0. :attr:`last_diagnostic` holds ``msq_sfd``, ``n_used``, ``n_excluded``,
-    ``n_groups``, ``n_fallback``; :attr:`last_sfd` the last ``(B, D)`` SFD.
+    Fallbacks (never a NaN): the group-and-marginal logic is FaMI's
+    (:func:`~fairmonai.losses._score_estimation.score_function_difference`, shared); only the
+    condition for an undefined fit is SSGE's. Excluded samples (code ``-1``) enter no fit and get
+    SFD 0; a group with fewer than ``min_group_size`` samples (always at least 2: one sample has no
+    bandwidth), or whose samples are all equal, has SFD 0; a coordinate constant within a group has
+    SFD 0 there; if the whole batch has fewer than ``min_group_size`` samples the marginal is not
+    fitted either and every SFD is 0 (as FaMI's undefined marginal). A batch with one group, or no
+    included sample, has SFD 0. SSGE has no degree, so FaMI's ``small_group`` option has no
+    counterpart here: a group of at least 2 distinct samples is fitted (in its non-constant
+    coordinates), and ``min_group_size`` is the threshold for small groups (measured beside 61
+    standard normal samples, 100 draws: a group of 3 got a largest ``|SFD|`` of 1.8 in the median
+    and 6.5 at the 90th percentile, against an RMS of 0.13 for the large group; raise
+    ``min_group_size`` if such groups are common). :attr:`last_diagnostic` holds
+    ``msq_sfd``, ``n_used``, ``n_excluded``, ``n_groups``, ``n_fallback`` and ``n_fallback_groups``
+    (samples and groups whose SFD the fallback set to 0 in every coordinate in which the batch
+    varies; :class:`fairmonai.handlers.PenaltyCurveLogger` sums them per epoch);
+    :attr:`last_sfd` the last ``(B, D)`` SFD.
 
     Cost: one ``N x N`` eigendecomposition per group and one for the batch (``O(B^3)``), cheap
     at mini-batch sizes.

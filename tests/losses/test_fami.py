@@ -1,6 +1,7 @@
 """FaMIPenalty: SFD against the analytic Gaussian-mixture SFD, descent on the surrogate, options, errors."""
 
 import re
+from functools import partial
 
 import numpy as np
 import pytest
@@ -140,16 +141,21 @@ def test_degree_changes_the_estimate():
 
 
 def test_small_group_gets_lowered_degree():
+    # small_group="lower_degree" (the former default, which this test used to exercise):
     # group 1 has 2 samples: degree 3 needs 4, so its conditional score is the degree-1 fit
     v = torch.randn(12, 1, generator=gen(4), dtype=F64)
     u = torch.tensor([0] * 10 + [1] * 2)
-    pen = FaMIPenalty(degree=3)
+    pen = FaMIPenalty(degree=3, small_group="lower_degree")
     sfd = pen.estimate_sfd(v, sensitive=u)
     marginal = polynomial_score(v, degree=3, ridge=pen.ridge).score
     cond = polynomial_score(v[10:], degree=1, ridge=pen.ridge)
     assert cond.order == 1
     assert torch.allclose(sfd[10:], cond.score - marginal[10:])
     assert pen.last_diagnostic["n_fallback"] == 0
+    # the default zeroes it instead
+    pen = FaMIPenalty(degree=3)
+    sfd = pen.estimate_sfd(v, sensitive=u)
+    assert bool(torch.all(sfd[10:] == 0)) and pen.last_diagnostic["n_fallback"] == 2
 
 
 @pytest.mark.parametrize("group_size", [0, 1])
@@ -248,9 +254,10 @@ def test_constructor_errors(kwargs, exc, match):
 def test_diagnostic_is_loggable():
     pen = FaMIPenalty()
     pen(torch.randn(8, 2), sensitive=torch.arange(8) % 2)
-    assert set(pen.last_diagnostic) == {"msq_sfd", "n_used", "n_excluded", "n_groups", "n_fallback"}
+    assert set(pen.last_diagnostic) == {"msq_sfd", "n_used", "n_excluded", "n_groups", "n_fallback",
+                                        "n_fallback_groups"}
     assert all(isinstance(x, float) and np.isfinite(x) for x in pen.last_diagnostic.values())
-    assert "degree=1" in repr(pen)
+    assert "degree=1" in repr(pen) and "small_group='zero'" in repr(pen)
 
 
 @pytest.mark.parametrize("degree,basis", [(1, "per_dimension"), (3, "per_dimension"), (2, "multivariate")])
@@ -297,3 +304,130 @@ def test_degree1_is_blind_to_groups_that_differ_only_in_shape():
     sfd3 = FaMIPenalty(degree=3).estimate_sfd(v, sensitive=u)
     assert sfd1.abs().max() < 1e-9
     assert (sfd3 ** 2).mean() > 0.5
+
+
+# ------------------------------------------------------------------ small groups (small_group)
+
+
+def big_group(n, d, seed):
+    return torch.randn(n, d, generator=gen(seed), dtype=F64)
+
+
+def three_row_batch():
+    """29 standard normal samples (group 0) and a group of 3 at 0.2, 0.35, 0.5 (fewer than 4 = K + 1)."""
+    v = torch.cat([big_group(29, 1, 0), torch.tensor([[0.2], [0.35], [0.5]], dtype=F64)])
+    return v, torch.tensor([0] * 29 + [1] * 3)
+
+
+def two_value_batch():
+    """29 standard normal samples and a group of 6 taking 2 distinct values (fewer than 4)."""
+    v = torch.cat([big_group(29, 1, 0), torch.tensor([[0.1]] * 3 + [[0.6]] * 3, dtype=F64)])
+    return v, torch.tensor([0] * 29 + [1] * 6)
+
+
+def multivariate_batch():
+    """D = 2, degree 2 (P = 6): 40 standard normal samples and a group of 5."""
+    v = torch.cat([big_group(40, 2, 1), 0.3 * big_group(5, 2, 2) + 0.5])
+    return v, torch.tensor([0] * 40 + [1] * 5)
+
+
+SMALL_CASES = {
+    "three_rows": (three_row_batch, {"degree": 3}, 29),
+    "two_values": (two_value_batch, {"degree": 3}, 29),
+    "multivariate": (multivariate_batch, {"degree": 2, "basis": "multivariate"}, 40),
+}
+
+# SFD of the small group (rows in order) and the first 3 rows of group 0, and msq_sfd, computed with
+# the implementation before the small_group option (git 6b454c5, the lowered-degree default);
+# small_group="lower_degree" must reproduce them.
+PREVIOUS = {
+    "three_rows": (
+        [[10.18129002902415], [0.23431123145252894], [-9.702235871155825]],
+        [[0.3672457809952747], [-0.13202964226018302], [-0.1815659786808641]],
+        6.2044059030037415,
+    ),
+    "two_values": (
+        [[8.117055762325862]] * 3 + [[-7.607633592097354]] * 3,
+        [[0.661188427957395], [-0.25780193053234013], [-0.34058412174631103]],
+        10.677534958027977,
+    ),
+    "multivariate": (
+        [[0.7874479470337516, -2.461553716795027], [4.125767308899329, 3.6921376614309755],
+         [-13.765032221000807, 8.40545614245466], [4.455013412712402, -10.496969152920506],
+         [6.77820783075804, 1.0008885607067364]],
+        [[-0.19989099892097245, -0.09165149664844707], [-0.20100854032144677, -0.04531135331211961],
+         [-0.21196500507060076, -0.0705915272678489]],
+        10.60671616657687,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(SMALL_CASES))
+def test_lower_degree_reproduces_the_previous_values(case):
+    make, kwargs, n0 = SMALL_CASES[case]
+    v, u = make()
+    pen = FaMIPenalty(small_group="lower_degree", **kwargs)
+    sfd = pen.estimate_sfd(v, sensitive=u)
+    small, head, msq = PREVIOUS[case]
+    torch.testing.assert_close(sfd[n0:], torch.tensor(small, dtype=F64), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(sfd[:3], torch.tensor(head, dtype=F64), rtol=1e-12, atol=1e-12)
+    assert pen.last_diagnostic["msq_sfd"] == pytest.approx(msq, rel=1e-12)
+    assert pen.last_diagnostic["n_fallback"] == 0 and pen.last_diagnostic["n_fallback_groups"] == 0
+
+
+@pytest.mark.parametrize("case", list(SMALL_CASES))
+def test_undefined_small_group_gets_zero_and_is_counted(case):
+    make, kwargs, n0 = SMALL_CASES[case]
+    v, u = make()
+    n_small = v.shape[0] - n0
+    pen = FaMIPenalty(**kwargs)  # small_group="zero", the default
+    sfd = pen.estimate_sfd(v, sensitive=u)
+    assert bool(torch.all(sfd[n0:] == 0))
+    assert pen.last_diagnostic["n_fallback"] == n_small and pen.last_diagnostic["n_fallback_groups"] == 1
+    # Exact: group 0's SFD is its own fit minus the marginal fitted on ALL rows, small group included
+    fit = partial(polynomial_score, ridge=pen.ridge, **kwargs)
+    assert torch.equal(sfd[:n0], fit(v[:n0]).score - fit(v).score[:n0])
+    # so it is the same whatever the small group's fallback ...
+    old = FaMIPenalty(small_group="lower_degree", **kwargs).estimate_sfd(v, sensitive=u)
+    assert torch.equal(sfd[:n0], old[:n0])
+    # ... but it is not the SFD of the batch without the small group: that batch has one group (SFD 0),
+    # and even beside another group the marginal would change. Here group 0's SFD is the gap between
+    # its own fit and the all-rows marginal, small but not 0.
+    alone = FaMIPenalty(**kwargs).estimate_sfd(v[:n0], sensitive=u[:n0])
+    assert bool(torch.all(alone == 0)) and float(sfd[:n0].abs().max()) > 0.1
+    assert pen.last_diagnostic["msq_sfd"] == pytest.approx(float(sfd[:n0].pow(2).sum() / v.shape[0]), rel=1e-12)
+
+
+def test_other_groups_do_not_see_the_small_group_fit():
+    # three groups; the tiny group 2 enters only through the marginal. Replacing its fallback (zero vs
+    # lower degree) leaves groups 0 and 1 bitwise unchanged; moving its samples changes them (marginal).
+    v = torch.cat([big_group(20, 1, 3), big_group(20, 1, 4) + 0.8, torch.tensor([[0.2], [0.35], [0.5]], dtype=F64)])
+    u = torch.tensor([0] * 20 + [1] * 20 + [2] * 3)
+    a = FaMIPenalty(degree=3).estimate_sfd(v, sensitive=u)
+    b = FaMIPenalty(degree=3, small_group="lower_degree").estimate_sfd(v, sensitive=u)
+    assert torch.equal(a[:40], b[:40]) and bool(torch.all(a[40:] == 0)) and bool(torch.all(b[40:] != 0))
+    moved = v.clone()
+    moved[40:] += 1.0
+    c = FaMIPenalty(degree=3).estimate_sfd(moved, sensitive=u)
+    assert not torch.allclose(a[:40], c[:40]) and bool(torch.all(c[40:] == 0))
+
+
+@pytest.mark.parametrize("small_group", ["zero", "lower_degree"])
+@pytest.mark.parametrize("case", list(SMALL_CASES))
+def test_gradients_finite_with_small_groups(case, small_group):
+    make, kwargs, n0 = SMALL_CASES[case]
+    v64, u = make()
+    v = v64.float().requires_grad_(True)
+    pen = FaMIPenalty(small_group=small_group, **kwargs)
+    pen(v, sensitive=u).backward()
+    assert bool(torch.isfinite(v.grad).all())
+    torch.testing.assert_close(v.grad, pen.last_sfd / v.shape[0], rtol=1e-6, atol=0)
+    if small_group == "zero":
+        assert bool(torch.all(v.grad[n0:] == 0))
+
+
+def test_small_group_option_is_checked():
+    with pytest.raises(ValueError, match="unknown small_group 'drop'") as err:
+        FaMIPenalty(small_group="drop")
+    assert "'zero'" in str(err.value) and "'lower_degree'" in str(err.value)
+    assert FaMIPenalty(small_group="lower_degree").small_group == "lower_degree"

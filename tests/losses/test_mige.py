@@ -75,6 +75,7 @@ def test_fallbacks():
     u = torch.tensor([0] * 10 + [1] * 3)  # group 1 below min_group_size
     sfd = pen.estimate_sfd(v, sensitive=u)
     assert bool(torch.all(sfd[10:] == 0)) and pen.last_diagnostic["n_fallback"] == 3
+    assert pen.last_diagnostic["n_fallback_groups"] == 1
     # a group of one sample, a group of identical samples, a constant output: 0, never NaN
     pen = MIGEPenalty()
     v = torch.randn(12, 2, generator=gen(5))
@@ -82,7 +83,7 @@ def test_fallbacks():
     u = torch.tensor([0] * 8 + [1] * 3 + [2])
     sfd = pen.estimate_sfd(v, sensitive=u)
     assert bool(torch.all(sfd[8:] == 0)) and bool(torch.isfinite(sfd).all())
-    assert pen.last_diagnostic["n_fallback"] == 4
+    assert pen.last_diagnostic["n_fallback"] == 4 and pen.last_diagnostic["n_fallback_groups"] == 2
     assert bool(torch.all(pen.estimate_sfd(torch.ones(6, 2), sensitive=torch.arange(6) % 2) == 0))
     assert bool(torch.all(pen.estimate_sfd(torch.randn(6, 2), sensitive=torch.full((6,), -1)) == 0))
 
@@ -103,3 +104,13 @@ def test_errors():
         MIGEPenalty(eig_threshold=1.5)
     with pytest.raises(TypeError, match="num_eigs must be an int >= 1; got 2.0"):
         MIGEPenalty(num_eigs=2.0)
+
+
+def test_batch_below_min_group_size_has_no_marginal():
+    # the marginal goes through the same min_group_size rule: a 3-sample batch at min_group_size 4
+    pen = MIGEPenalty(min_group_size=4)
+    v = torch.randn(3, 2, generator=gen(6))
+    with pytest.warns(UserWarning, match="marginal score could not be fitted on 3 samples"):
+        sfd = pen.estimate_sfd(v, sensitive=torch.tensor([0, 0, 1]))
+    assert bool(torch.all(sfd == 0))
+    assert pen.last_diagnostic["n_fallback"] == 3 and pen.last_diagnostic["n_fallback_groups"] == 2

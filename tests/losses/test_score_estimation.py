@@ -109,12 +109,18 @@ def test_per_dimension_equals_multivariate_in_one_dimension():
 
 
 def test_degree_lowered_to_number_of_samples():
+    # small_group="lower_degree" (the default before the option existed; this test used the default)
+    fit = partial(polynomial_score, small_group="lower_degree")
     x = torch.tensor([[0.0], [1.0], [3.0]], dtype=F64)
-    assert polynomial_score(x, degree=3).order == 2  # 3 samples: at most 3 basis functions (1, z, z^2)
+    assert fit(x, degree=3).order == 2  # 3 samples: at most 3 basis functions (1, z, z^2)
     two = torch.tensor([[0.0, 1.0], [1.0, 5.0]], dtype=F64)
-    assert polynomial_score(two, degree=3).order == 1
-    assert polynomial_score(two, degree=1, basis="multivariate").order == 0  # needs D + 1 = 3 samples
-    assert polynomial_score(torch.cat([two, two + 0.5]), degree=2, basis="multivariate").order == 1
+    assert fit(two, degree=3).order == 1
+    assert fit(two, degree=1, basis="multivariate").order == 0  # needs D + 1 = 3 samples
+    assert fit(torch.cat([two, two + 0.5]), degree=2, basis="multivariate").order == 1
+    # the default ("zero") never lowers the degree: these sets have no fit at the degree asked for
+    assert polynomial_score(x, degree=3).order == 0 and polynomial_score(x, degree=2).order == 2
+    assert polynomial_score(two, degree=3).order == 0 and polynomial_score(two, degree=1).order == 1
+    assert polynomial_score(torch.cat([two, two + 0.5]), degree=2, basis="multivariate").order == 0
 
 
 @pytest.mark.parametrize("n", [0, 1])
@@ -279,7 +285,7 @@ def test_sfd_group_constant_in_a_coordinate():
 def test_sfd_all_excluded():
     sfd, info = score_function_difference(torch.randn(4, 2, dtype=F64), torch.full((4,), -1), deg1)
     assert bool(torch.all(sfd == 0)) and info == {"msq_sfd": 0.0, "n_used": 0.0, "n_excluded": 4.0,
-                                                  "n_groups": 0.0, "n_fallback": 0.0}
+                                                  "n_groups": 0.0, "n_fallback": 0.0, "n_fallback_groups": 0.0}
 
 
 # ------------------------------------------------------------------ input checks
@@ -323,4 +329,186 @@ def test_sfd_warns_when_the_marginal_cannot_be_fitted():
     fit = partial(polynomial_score, basis="multivariate")
     with pytest.warns(UserWarning, match=re.escape(MARGINAL_UNFITTED_MSG.format(n=6, d=8))):
         sfd, info = score_function_difference(x, torch.arange(6) % 2, fit)
-    assert bool(torch.all(sfd == 0)) and info["n_fallback"] == 6
+    assert bool(torch.all(sfd == 0)) and info["n_fallback"] == 6 and info["n_fallback_groups"] == 2
+
+
+# ------------------------------------------------------------------ small sample sets (small_group)
+
+
+@pytest.mark.parametrize("degree", [1, 2, 3])
+@pytest.mark.parametrize("n_distinct", [2, 3, 4, 5])
+def test_per_dimension_needs_degree_plus_one_distinct_values(degree, n_distinct):
+    # 12 samples taking n_distinct values: the Vandermonde matrix (1, z, ..., z^K) has rank
+    # min(n_distinct, K + 1), so the fit is defined iff n_distinct >= K + 1, whatever the sample count
+    values = torch.tensor([0.0, 1.0, 3.0, 7.0, 8.0], dtype=F64)[:n_distinct]
+    x = values[torch.arange(12) % n_distinct][:, None]
+    fit = polynomial_score(x, degree=degree)
+    defined = n_distinct >= degree + 1
+    assert bool(fit.fitted[0]) == defined and fit.order == (degree if defined else 0)
+    if not defined:
+        assert bool(torch.all(fit.score == 0))
+    old = polynomial_score(x, degree=degree, small_group="lower_degree")  # 12 >= K + 1 samples: no lowering
+    assert old.order == degree and bool(old.fitted[0]) and bool(torch.isfinite(old.score).all())
+
+
+@pytest.mark.parametrize("degree", [1, 2, 3])
+def test_per_dimension_needs_degree_plus_one_samples(degree):
+    x = torch.tensor([[0.0], [1.0], [3.0], [7.0], [8.0]], dtype=F64)
+    for n in range(2, 6):
+        assert bool(polynomial_score(x[:n], degree=degree).fitted[0]) == (n >= degree + 1)
+
+
+def test_degree1_on_two_distinct_values_is_the_gaussian_fit():
+    # K + 1 = 2 distinct values suffice at degree 1: -(x - mean) / var, shrunk by 1 + ridge
+    x = torch.tensor([[0.1]] * 3 + [[0.6]] * 3, dtype=F64)  # mean 0.35, population variance 0.0625
+    fit = polynomial_score(x, degree=1, ridge=0.0)
+    assert torch.allclose(fit.score[:, 0], torch.tensor([4.0] * 3 + [-4.0] * 3, dtype=F64), atol=1e-12)
+
+
+def test_per_dimension_undefined_coordinate_alone_is_left_out():
+    x = torch.randn(12, 2, generator=gen(20), dtype=F64)
+    x[:, 0] = torch.tensor([0.1, 0.6] * 6, dtype=F64)  # 2 distinct values: undefined at degree 2
+    fit = polynomial_score(x, degree=2)
+    assert fit.fitted.tolist() == [False, True] and fit.order == 2
+    assert bool(torch.all(fit.score[:, 0] == 0))
+    ref = polynomial_score(x[:, 1:], degree=2)
+    assert torch.allclose(fit.score[:, 1:], ref.score, rtol=1e-12, atol=1e-12)
+
+
+def test_multivariate_collinear_points_are_undefined():
+    # points on a line: the covariance is singular, the Gaussian (degree-1) joint score does not exist
+    t = torch.randn(10, generator=gen(21), dtype=F64)
+    x = torch.stack([t, 2.0 * t + 1.0], 1)
+    fit = polynomial_score(x, degree=1, basis="multivariate")
+    assert fit.order == 0 and not bool(fit.fitted.any()) and bool(torch.all(fit.score == 0))
+    old = polynomial_score(x, degree=1, basis="multivariate", small_group="lower_degree")
+    assert old.order == 1 and bool(torch.isfinite(old.score).all())  # solved through the ridge only
+    assert polynomial_score(x, degree=1).fitted.tolist() == [True, True]  # each coordinate alone is fine
+
+
+def test_multivariate_points_on_a_circle_need_degree_below_two():
+    # 8 points on the unit circle: z1^2 + z2^2 is constant, so the 6 monomials of degree <= 2 are
+    # linearly dependent (rank 5) although there are 8 samples. At degree 1 the fit exists and is
+    # the Gaussian one by hand: mean 0, covariance I / 2, score -2 x.
+    angle = torch.arange(8, dtype=F64) * (2 * math.pi / 8)
+    x = torch.stack([torch.cos(angle), torch.sin(angle)], 1)
+    assert polynomial_score(x, degree=2, basis="multivariate").order == 0
+    fit = polynomial_score(x, degree=1, basis="multivariate", ridge=0.0)
+    assert fit.order == 1 and torch.allclose(fit.score, -2.0 * x, atol=1e-12)
+
+
+def test_multivariate_needs_as_many_distinct_points_as_basis_functions():
+    # degree 2 in D = 2: P = 6 monomials
+    x = torch.randn(6, 2, generator=gen(22), dtype=F64)
+    assert polynomial_score(x, degree=2, basis="multivariate").order == 2  # 6 generic points: rank 6
+    assert polynomial_score(x[:5], degree=2, basis="multivariate").order == 0  # 5 < 6 samples
+    lowered = polynomial_score(x[:5], degree=2, basis="multivariate", small_group="lower_degree")
+    assert lowered.order == 1
+    repeated = x[:3].repeat(4, 1)  # 12 samples, 3 distinct points: rank 3 < 6
+    assert polynomial_score(repeated, degree=2, basis="multivariate").order == 0
+    old = polynomial_score(repeated, degree=2, basis="multivariate", small_group="lower_degree")
+    assert old.order == 2 and bool(torch.isfinite(old.score).all())
+
+
+@pytest.mark.parametrize("basis", ["per_dimension", "multivariate"])
+@pytest.mark.parametrize("degree", [1, 2, 3])
+def test_zero_and_lower_degree_agree_where_defined(basis, degree):
+    x = torch.randn(50, 2, generator=gen(23), dtype=F64) ** 3
+    a = polynomial_score(x, degree=degree, basis=basis)
+    b = polynomial_score(x, degree=degree, basis=basis, small_group="lower_degree")
+    assert torch.equal(a.score, b.score) and a.order == b.order == degree
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1e4])  # above the constant test's eps (1e-6)
+def test_rank_test_does_not_depend_on_scale(scale):
+    x = torch.randn(12, 2, generator=gen(24), dtype=F64)
+    x[:, 0] = torch.tensor([0.1, 0.6, 0.9] * 4, dtype=F64)  # 3 distinct values: defined at 2, not at 3
+    for degree, fitted in ((2, [True, True]), (3, [False, True])):
+        ref = polynomial_score(x, degree=degree)
+        fit = polynomial_score(scale * x, degree=degree)
+        assert ref.fitted.tolist() == fit.fitted.tolist() == fitted
+        torch.testing.assert_close(fit.score, ref.score / scale, rtol=1e-9, atol=0)
+
+
+def test_small_group_bad_option():
+    with pytest.raises(ValueError, match="unknown small_group 'drop'") as err:
+        polynomial_score(torch.randn(5, 1), small_group="drop")
+    assert "'zero'" in str(err.value) and "'lower_degree'" in str(err.value)
+
+
+def deg3(x, **kw):
+    return polynomial_score(x, degree=3, **kw)
+
+
+def test_sfd_fallback_counts_hand_checked():
+    # degree 3 per dimension; groups: 0 (20 samples), 1 (3 samples: < 4), 2 (6 samples, 2 distinct
+    # values: < 4), 3 (8 samples), 4 (1 sample), and 2 excluded samples.
+    # Zeroed by hand: groups 1, 2, 4 -> 3 + 6 + 1 = 10 rows in 3 groups.
+    x = torch.cat([
+        torch.randn(20, 1, generator=gen(30), dtype=F64),
+        torch.tensor([[0.2], [0.35], [0.5]], dtype=F64),
+        torch.tensor([[0.1]] * 3 + [[0.6]] * 3, dtype=F64),
+        torch.randn(8, 1, generator=gen(31), dtype=F64),
+        torch.tensor([[0.3]], dtype=F64),
+        torch.tensor([[5.0], [-5.0]], dtype=F64),
+    ])
+    codes = torch.tensor([0] * 20 + [1] * 3 + [2] * 6 + [3] * 8 + [4] + [-1] * 2)
+    sfd, info = score_function_difference(x, codes, deg3)
+    assert info["n_fallback"] == 10 and info["n_fallback_groups"] == 3
+    assert info["n_groups"] == 5 and info["n_used"] == 38 and info["n_excluded"] == 2
+    zeroed = (codes == 1) | (codes == 2) | (codes == 4) | (codes == -1)
+    assert bool(torch.all(sfd[zeroed] == 0)) and bool(torch.all(sfd[~zeroed] != 0))
+    # the fitted groups: their own fit minus the marginal fitted on all 38 included samples
+    marginal = deg3(x[codes >= 0]).score
+    for g in (0, 3):
+        idx = torch.nonzero(codes == g).flatten()
+        assert torch.equal(sfd[idx], deg3(x[idx]).score - marginal[idx])  # the excluded rows are last
+    assert info["msq_sfd"] == pytest.approx(float(sfd[codes >= 0].pow(2).sum() / 38), rel=1e-12)
+    # the former behaviour zeroes only the one-sample group
+    _, old = score_function_difference(x, codes, partial(deg3, small_group="lower_degree"))
+    assert old["n_fallback"] == 1 and old["n_fallback_groups"] == 1
+
+
+def test_sfd_group_zeroed_in_some_coordinates_only_is_not_counted():
+    x = torch.randn(20, 2, generator=gen(32), dtype=F64)
+    x[12:, 0] = torch.tensor([0.1, 0.6] * 4, dtype=F64)  # group 1: 2 distinct values in coordinate 0
+    codes = torch.tensor([0] * 12 + [1] * 8)
+    sfd, info = score_function_difference(x, codes, deg3)
+    assert bool(torch.all(sfd[12:, 0] == 0)) and bool(torch.all(sfd[12:, 1] != 0))
+    assert info["n_fallback"] == 0 and info["n_fallback_groups"] == 0
+
+
+def test_sfd_coordinate_constant_over_the_batch_is_not_a_fallback():
+    x = torch.randn(23, 2, generator=gen(33), dtype=F64)
+    x[:, 1] = 0.5  # constant over the batch: SFD 0 by definition in every group
+    codes = torch.tensor([0] * 20 + [1] * 3)
+    sfd, info = score_function_difference(x, codes, deg3)
+    assert info["n_fallback"] == 3 and info["n_fallback_groups"] == 1  # group 1 is zeroed where the batch varies
+    assert bool(torch.all(sfd[:, 1] == 0)) and bool(torch.all(sfd[:20, 0] != 0))
+    _, info = score_function_difference(torch.full((23, 2), 0.5, dtype=F64), codes, deg3)
+    assert info["n_fallback"] == 0  # nothing varies: no fallback
+
+
+def test_sfd_marginal_undefined_zeroes_the_batch():
+    # a last batch of 3 samples at degree 3: the marginal (all rows) fit is undefined too
+    x = torch.tensor([[0.0], [1.0], [3.0]], dtype=F64)
+    codes = torch.tensor([0, 0, 1])
+    with pytest.warns(UserWarning, match=re.escape(MARGINAL_UNFITTED_MSG.format(n=3, d=1))):
+        sfd, info = score_function_difference(x, codes, deg3)
+    assert bool(torch.all(sfd == 0)) and info["n_fallback"] == 3 and info["n_fallback_groups"] == 2
+    # lower_degree: marginal at degree 2, group 0 at degree 1, group 1 (one sample) zeroed
+    sfd, info = score_function_difference(x, codes, partial(deg3, small_group="lower_degree"))
+    assert bool(torch.all(sfd[:2] != 0)) and sfd[2, 0] == 0 and info["n_fallback"] == 1
+
+
+@pytest.mark.parametrize("small_group", ["zero", "lower_degree"])
+def test_sfd_needs_both_scores(small_group):
+    # multivariate degree 1 in D = 3: the 3-sample batch has no marginal fit (needs 4), but group 0
+    # varies in coordinate 0 only and has a 1-D fit of its own. Its SFD is 0, not its score alone.
+    x = torch.tensor([[0.0, 1.0, 2.0], [1.0, 1.0, 2.0], [0.5, 3.0, -1.0]], dtype=F64)
+    codes = torch.tensor([0, 0, 1])
+    fit = partial(polynomial_score, basis="multivariate", small_group=small_group)
+    assert fit(x[:2]).fitted.tolist() == [True, False, False]
+    with pytest.warns(UserWarning, match="marginal score could not be fitted"):
+        sfd, info = score_function_difference(x, codes, fit)
+    assert bool(torch.all(sfd == 0)) and info["n_fallback"] == 3 and info["n_fallback_groups"] == 2
