@@ -6,7 +6,8 @@ FaMI paper's Figure 3) plot one estimate computed the same way for every method 
 baseline: the mutual information between the sensitive attribute ``u`` and the model output ``v``
 (the logits, or a feature layer), estimated by scikit-learn's k-nearest-neighbour estimator on the
 last ``window`` training samples. Each method's own diagnostic (mean squared SFD for FaMI and MIGE,
-the Donsker-Varadhan value for MINE) is logged beside it.
+the Donsker-Varadhan value for MINE) is logged beside it, and the SFD penalties' small-group
+fallback (samples and groups whose SFD was set to 0) is summed per epoch.
 
 :class:`PenaltyCurveLogger` writes the rows to a CSV that
 ``python -m fairmonai.reports.penalty_curve`` summarises (total variation, RMSE to a moving average)
@@ -16,6 +17,7 @@ and plots.
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -33,11 +35,20 @@ __all__ = [
     "representation_from_engine",
     "ESTIMATORS",
     "BASE_COLUMNS",
+    "FALLBACK_KEYS",
+    "FALLBACK_METRICS",
+    "FALLBACK_COLUMNS",
 ]
 
 ESTIMATORS = ("sum", "joint")
 BASE_COLUMNS = ("iteration", "epoch", "n_samples", "mi_knn")
 LOSS_COLUMN = "loss"
+#: diagnostic keys of the SFD penalties' fallback (rows, groups of one call), summed per epoch.
+FALLBACK_KEYS = ("n_fallback", "n_fallback_groups")
+#: ``engine.state.metrics`` keys of the per-epoch sums of :data:`FALLBACK_KEYS`.
+FALLBACK_METRICS = ("sfd_fallback_rows", "sfd_fallback_groups")
+#: columns of the per-epoch fallback CSV.
+FALLBACK_COLUMNS = ("epoch", "iteration", "iterations", "rows", "group_batches")
 
 
 def knn_mutual_information(
@@ -238,6 +249,27 @@ class PenaltyCurveLogger:
     "$fairmonai.handlers.penalty_curve.representation_from_engine"`` (and a distinct
     ``metric_name``).
 
+    Small-group fallback of FaMI and MIGE (``log_fallback``, on by default): when the diagnostic
+    holds ``n_fallback`` and ``n_fallback_groups`` (the samples and groups whose SFD the penalty set
+    to 0 in that call because a fit was undefined; see :class:`fairmonai.losses.FaMIPenalty`), they
+    are read at *every* iteration (the capture event, not only every ``every_n``) and summed over
+    the epoch. At ``EPOCH_COMPLETED`` the sums (over ranks too, by ``all_reduce``, when a process
+    group is initialised) go to ``engine.state.metrics["sfd_fallback_rows"]`` and
+    ``["sfd_fallback_groups"]``, to the log (rank 0, ``logger.info``):
+    ``"FaMI small-group fallback: N rows in M group-batches zeroed this epoch (epoch E, I iterations)"``
+    (a group-batch is one group in one iteration's batch; the label is the penalty's class name
+    without ``Penalty``, read from ``engine.base_loss_function.penalty``, or ``fallback_label``),
+    and as one row ``epoch, iteration, iterations, rows, group_batches`` (``iterations``: those of
+    rank 0 whose diagnostic had the keys; ``rows`` and ``group_batches`` summed over ranks) to
+    ``output_dir/fallback_filename`` (rank 0; appended as the main CSV, and truncated at its first
+    row when ``append=False``). The per-epoch total is a different row type from the per-iteration
+    rows of the main CSV, hence the second file; the main CSV already has each logged iteration's
+    ``n_fallback`` and ``n_fallback_groups`` as diagnostic columns. Nothing is logged for a
+    diagnostic without these keys (MINE, the baseline, a penalty with ``mu = 0``) or without
+    ``diagnostic_getter``. Under DDP the line ends ``(epoch E, I iterations per rank, summed over W
+    ranks)``. An epoch resumed in its middle counts its iterations after the resume only (the
+    ``iterations`` column says how many).
+
     Do not give it ``"_disabled_": "@is_not_rank0"``: it writes on rank 0 only by itself, and in a
     distributed run every rank must attach it because it gathers the buffers across ranks.
 
@@ -261,6 +293,13 @@ class PenaltyCurveLogger:
         append: append to an existing file (default) or truncate it at the first row.
         metric_name: the ``engine.state.metrics`` key (default ``"mi_knn"``).
         state_attribute: the ``engine.state`` attribute holding the last row.
+        log_fallback: sum the penalty's small-group fallback per epoch (default ``True``; needs a
+            ``diagnostic_getter`` whose value holds ``n_fallback``/``n_fallback_groups``).
+        fallback_filename: the per-epoch fallback CSV (default ``"sfd_fallback.csv"``); ``None``
+            writes none (the metrics and the log line stay).
+        fallback_label: the method's name in the log line; default ``None``: the penalty's class
+            name without ``Penalty`` (``"FaMI"``, ``"MIGE"``), or ``"SFD"`` if there is none.
+        name: logger name (default ``"fairmonai.handlers.PenaltyCurveLogger"``).
 
     Raises:
         ValueError: a bad option (at construction); during the run, a batch without
@@ -287,11 +326,15 @@ class PenaltyCurveLogger:
         append: bool = True,
         metric_name: str = "mi_knn",
         state_attribute: str = "penalty_curve",
+        log_fallback: bool = True,
+        fallback_filename: str | None = "sfd_fallback.csv",
+        fallback_label: str | None = None,
+        name: str | None = "fairmonai.handlers.PenaltyCurveLogger",
     ) -> None:
         checks = (("every_n", every_n, 1), ("window", window, 2), ("k", k, 1), ("min_samples", min_samples, 0))
-        for name, value, low in checks:
+        for arg, value, low in checks:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+                raise ValueError(f"{arg} must be an integer >= {low}, got {value!r}")
         if estimator not in ESTIMATORS:
             raise ValueError(f"unknown estimator {estimator!r}; choose one of {list(ESTIMATORS)}")
         if diagnostic_getter is not None and not (callable(diagnostic_getter) or isinstance(diagnostic_getter, str)):
@@ -314,6 +357,12 @@ class PenaltyCurveLogger:
         self.append = append
         self.metric_name = metric_name
         self.state_attribute = state_attribute
+        self.log_fallback = bool(log_fallback)
+        self.fallback_filename = fallback_filename
+        self.fallback_label = fallback_label
+        self.logger = logging.getLogger(name)
+        self._fallback = np.zeros(3)  # rows, group-batches, iterations with the keys (this epoch, this rank)
+        self._fallback_file_started = False
         self._v: np.ndarray | None = None
         self._u = np.zeros(0, dtype=np.int64)
         self._last_loss = float("nan")
@@ -325,14 +374,28 @@ class PenaltyCurveLogger:
         """The CSV file."""
         return self.output_dir / self.filename
 
+    @property
+    def fallback_path(self) -> Path | None:
+        """The per-epoch fallback CSV, or ``None``."""
+        return None if self.fallback_filename is None else self.output_dir / self.fallback_filename
+
+    @property
+    def _tracks_fallback(self) -> bool:
+        # decided by the configuration alone, so every rank takes part in the same collectives
+        return self.log_fallback and self.diagnostic_getter is not None
+
     def attach(self, engine: Engine) -> None:
-        """Buffer on ``LOSS_COMPLETED`` (MONAI workflows) or ``ITERATION_COMPLETED``; log every ``every_n``."""
+        """Buffer on ``LOSS_COMPLETED`` (MONAI workflows) or ``ITERATION_COMPLETED``; log every ``every_n``;
+        sum the fallback counts per epoch."""
         allowed = getattr(engine, "_allowed_events", [])
         capture = Events.ITERATION_COMPLETED
         if IterationEvents.LOSS_COMPLETED in allowed:
             capture = IterationEvents.LOSS_COMPLETED
         engine.add_event_handler(capture, self.capture)
         engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every_n), self.log)
+        if self._tracks_fallback:
+            engine.add_event_handler(Events.EPOCH_STARTED, self.reset_fallback)
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self.log_fallback_epoch)
 
     # buffering ------------------------------------------------------------------------------------
     def _codes(self, batch: Any) -> np.ndarray:
@@ -377,6 +440,80 @@ class PenaltyCurveLogger:
         self._v = np.concatenate([self._v, v])[-self.window :]
         self._u = np.concatenate([self._u, u])[-self.window :]
         self._last_loss = _loss_from_output(engine.state.output)
+        if self._tracks_fallback:
+            self._add_fallback(self._diagnostics(engine))
+
+    # small-group fallback -------------------------------------------------------------------------
+    def reset_fallback(self, engine: Engine | None = None) -> None:
+        """Zero this epoch's fallback sums (``EPOCH_STARTED``)."""
+        self._fallback = np.zeros(3)
+
+    def _add_fallback(self, diag: Mapping[str, float]) -> None:
+        if not any(k in diag for k in FALLBACK_KEYS):
+            return
+        for i, key in enumerate(FALLBACK_KEYS):
+            value = diag.get(key, 0.0)
+            self._fallback[i] += value if np.isfinite(value) else 0.0
+        self._fallback[2] += 1
+
+    def fallback_totals(self) -> dict[str, int]:
+        """This rank's sums since the epoch started: ``rows``, ``group_batches``, ``iterations``."""
+        rows, groups, iters = (int(round(x)) for x in self._fallback)
+        return {"rows": rows, "group_batches": groups, "iterations": iters}
+
+    def _fallback_label(self, engine: Engine) -> str:
+        if self.fallback_label is not None:
+            return self.fallback_label
+        for owner in (getattr(engine, "base_loss_function", None), getattr(engine, "loss_function", None)):
+            penalty = getattr(owner, "penalty", None)
+            if penalty is not None:
+                label = type(penalty).__name__
+                return label[: -len("Penalty")] if label.endswith("Penalty") and label != "Penalty" else label
+        return "SFD"
+
+    def log_fallback_epoch(self, engine: Engine) -> None:
+        """Sum the epoch's fallback counts over ranks; set the metrics, log one line, write one row (rank 0)."""
+        totals = torch.as_tensor(self._fallback, dtype=torch.float64)
+        import torch.distributed as dist
+
+        world = 1
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            import ignite.distributed as idist
+
+            world = dist.get_world_size()
+            totals = idist.all_reduce(totals.clone())  # sum over ranks
+        rows, groups, seen = (int(round(float(x))) for x in totals.cpu())
+        if seen == 0:  # no iteration of this epoch had the keys (e.g. mu = 0, or not an SFD penalty)
+            return
+        iters = self.fallback_totals()["iterations"]
+        engine.state.metrics[FALLBACK_METRICS[0]] = rows
+        engine.state.metrics[FALLBACK_METRICS[1]] = groups
+        rank = getattr(engine.state, "rank", None)
+        if rank is None:
+            import ignite.distributed as idist
+
+            rank = idist.get_rank()
+        if rank != 0:
+            return
+        epoch, iteration = engine.state.epoch, engine.state.iteration
+        ranks = f" per rank, summed over {world} ranks" if world > 1 else ""
+        self.logger.info(
+            "%s small-group fallback: %d rows in %d group-batches zeroed this epoch (epoch %d, %d iterations%s)",
+            self._fallback_label(engine), rows, groups, epoch, iters, ranks,
+        )
+        path = self.fallback_path
+        if path is None:
+            return
+        row = [epoch, iteration, iters, rows, groups]
+        if not self._fallback_file_started:
+            self._fallback_file_started = True
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not (self.append and path.is_file() and path.stat().st_size > 0):
+                with open(path, "w", newline="") as f:
+                    csv.writer(f).writerow(FALLBACK_COLUMNS)
+        with open(path, "a", newline="") as f:
+            csv.writer(f).writerow(row)
+            f.flush()
 
     def buffer(self) -> tuple[np.ndarray, np.ndarray]:
         """This rank's buffered ``(v (N, D), u (N,))``."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections import OrderedDict
 
@@ -10,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from sklearn.feature_selection import mutual_info_classif
 from torch.utils.data import DataLoader
 
@@ -210,3 +211,184 @@ def test_with_fair_trainer_logits_and_representation(tmp_path):
     assert p["sfd_sq"][0] == pytest.approx(0.5)
     assert trainer.state.metrics["mi_knn"] == p["mi_knn"][0]
     assert trainer.state.metrics["mi_knn_feat"] == f["mi_knn"][0]
+
+
+# ------------------------------------------------------------------ small-group fallback per epoch
+
+
+def _fallback_engine(per_iteration, diag_extra=None):
+    """Plain engine whose loss object reports the given (n_fallback, n_fallback_groups) per iteration."""
+    class Loss:
+        last_diagnostic = None
+
+    loss = Loss()
+    counts = iter(per_iteration)
+
+    def step(engine, batch):
+        rows, groups = next(counts)
+        loss.last_diagnostic = {"msq_sfd": 0.5, "n_fallback": float(rows), "n_fallback_groups": float(groups),
+                                **(diag_extra or {})}
+        return {"pred": batch["v"], "loss": torch.tensor(1.0)}
+
+    engine = Engine(step)
+    engine.loss_obj = loss
+    return engine
+
+
+def test_fallback_summed_per_epoch_logged_and_written(tmp_path, caplog):
+    per_iteration = [(3, 1), (0, 0), (7, 2), (1, 1), (0, 0), (6, 1)]  # 2 epochs of 3 iterations
+    engine = _fallback_engine(per_iteration)
+    seen, at_epoch_end = [], []
+    logger = PenaltyCurveLogger("race_code", tmp_path, every_n=100, diagnostic_getter="loss_obj.last_diagnostic",
+                                fallback_label="FaMI")
+    logger.attach(engine)
+    engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(dict(e.loss_obj.last_diagnostic)))
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: at_epoch_end.append(
+        (e.state.metrics["sfd_fallback_rows"], e.state.metrics["sfd_fallback_groups"])))
+    with caplog.at_level("INFO", logger="fairmonai.handlers.PenaltyCurveLogger"):
+        engine.run(_toy_batches(1.0, n_iter=3, batch=8), max_epochs=2)
+    # the per-epoch totals are the sums of the per-iteration diagnostics of that epoch
+    sums = [(sum(d["n_fallback"] for d in seen[i:i + 3]), sum(d["n_fallback_groups"] for d in seen[i:i + 3]))
+            for i in (0, 3)]
+    assert at_epoch_end == sums == [(10, 3), (7, 2)]
+    lines = [r.getMessage() for r in caplog.records if "small-group fallback" in r.getMessage()]
+    assert lines == ["FaMI small-group fallback: 10 rows in 3 group-batches zeroed this epoch (epoch 1, 3 iterations)",
+                     "FaMI small-group fallback: 7 rows in 2 group-batches zeroed this epoch (epoch 2, 3 iterations)"]
+    df = pd.read_csv(tmp_path / "sfd_fallback.csv")
+    assert df.to_dict("list") == {"epoch": [1, 2], "iteration": [3, 6], "iterations": [3, 3], "rows": [10, 7],
+                                  "group_batches": [3, 2]}
+    assert not (tmp_path / "penalty_curve.csv").exists()  # every_n = 100: no per-iteration row
+
+    # resume: appended below the same header; append=False truncates at the first row
+    again = _fallback_engine(per_iteration[:3])
+    PenaltyCurveLogger("race_code", tmp_path, every_n=100, diagnostic_getter="loss_obj.last_diagnostic").attach(again)
+    again.run(_toy_batches(1.0, n_iter=3, batch=8), max_epochs=1)
+    assert pd.read_csv(tmp_path / "sfd_fallback.csv")["rows"].tolist() == [10, 7, 10]
+    fresh = _fallback_engine(per_iteration[:3])
+    PenaltyCurveLogger("race_code", tmp_path, every_n=100, diagnostic_getter="loss_obj.last_diagnostic",
+                       append=False).attach(fresh)
+    fresh.run(_toy_batches(1.0, n_iter=3, batch=8), max_epochs=1)
+    assert pd.read_csv(tmp_path / "sfd_fallback.csv")["rows"].tolist() == [10]
+
+
+def test_fallback_not_logged_without_the_keys(tmp_path, caplog):
+    # MINE or the baseline: no n_fallback in the diagnostic; no getter at all; or switched off
+    class Loss:
+        last_diagnostic = {"dv": 0.1}
+
+    for kwargs in ({"diagnostic_getter": "loss_obj.last_diagnostic"}, {},
+                   {"diagnostic_getter": "loss_obj.last_diagnostic", "log_fallback": False}):
+        engine = _engine()
+        engine.loss_obj = Loss()
+        PenaltyCurveLogger("race_code", tmp_path, every_n=100, **kwargs).attach(engine)
+        with caplog.at_level("INFO", logger="fairmonai.handlers.PenaltyCurveLogger"):
+            engine.run(_toy_batches(1.0, n_iter=2), max_epochs=1)
+        assert "sfd_fallback_rows" not in engine.state.metrics
+    assert "small-group fallback" not in caplog.text and not (tmp_path / "sfd_fallback.csv").exists()
+    engine = _fallback_engine([(2, 1)] * 2)
+    PenaltyCurveLogger("race_code", tmp_path, every_n=100, diagnostic_getter="loss_obj.last_diagnostic",
+                       log_fallback=False).attach(engine)
+    engine.run(_toy_batches(1.0, n_iter=2), max_epochs=1)
+    assert "sfd_fallback_rows" not in engine.state.metrics
+
+
+def _fair_trainer(tmp_path, penalty, max_epochs=2):
+    from fairmonai.losses import FairnessRegularizedLoss
+
+    torch.manual_seed(0)
+    # batch 1: 6 samples of group 0, 2 of group 1; batch 2: 5 of group 0, 3 of group 1 (batch size 8)
+    g = torch.tensor([0] * 6 + [1] * 2 + [0] * 5 + [1] * 3)
+    x = torch.randn(16, 4) + g[:, None].float()
+    data = [{"image": x[i], "label": torch.tensor([i % 2]), "race_code": int(g[i])} for i in range(16)]
+    net = torch.nn.Linear(4, 2)
+    loss = FairnessRegularizedLoss(torch.nn.CrossEntropyLoss(), penalty, mu=0.5)
+    logger = PenaltyCurveLogger("race_code", tmp_path, every_n=1, window=64, min_samples=4,
+                                diagnostic_getter="base_loss_function.last_terms")
+    trainer = FairSupervisedTrainer(
+        device="cpu", max_epochs=max_epochs, train_data_loader=DataLoader(data, batch_size=8, shuffle=False),
+        network=net, optimizer=torch.optim.SGD(net.parameters(), lr=0.1), loss_function=loss,
+        sensitive_key="race_code", train_handlers=[logger],
+    )
+    per_iteration, per_epoch = [], []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: per_iteration.append(
+        (e.state.epoch, e.base_loss_function.last_terms["n_fallback"],
+         e.base_loss_function.last_terms["n_fallback_groups"],
+         bool(all(torch.isfinite(p.grad).all() for p in net.parameters())))))
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: per_epoch.append(
+        (e.state.metrics["sfd_fallback_rows"], e.state.metrics["sfd_fallback_groups"])))
+    return trainer, net, per_iteration, per_epoch
+
+
+def test_fami_trainer_counts_small_groups_per_epoch(tmp_path, caplog):
+    from fairmonai.losses import FaMIPenalty
+
+    # degree 3 needs 4 distinct values per group: group 1 (2, then 3 samples) is zeroed in each batch,
+    # group 0 (6, 5 samples) and the marginal (8) are fitted. By hand: 2 + 3 = 5 rows in 2 group-batches.
+    trainer, net, per_iteration, per_epoch = _fair_trainer(tmp_path, FaMIPenalty(degree=3))
+    with caplog.at_level("INFO", logger="fairmonai.handlers.PenaltyCurveLogger"):
+        trainer.run()
+    assert [(r, g) for _, r, g, _ in per_iteration] == [(2, 1), (3, 1)] * 2
+    assert per_epoch == [(5, 2), (5, 2)]
+    assert all(finite for *_, finite in per_iteration)
+    assert all(bool(torch.isfinite(p).all()) for p in net.parameters())
+    assert "FaMI small-group fallback: 5 rows in 2 group-batches zeroed this epoch (epoch 2, 2 iterations)" in caplog.text
+    df = pd.read_csv(tmp_path / "penalty_curve.csv")  # the per-iteration values are diagnostic columns
+    assert df["n_fallback"].tolist() == [2, 3, 2, 3] and df["n_fallback_groups"].tolist() == [1] * 4
+    assert pd.read_csv(tmp_path / "sfd_fallback.csv")["rows"].tolist() == [5, 5]
+
+
+def test_lower_degree_trainer_counts_nothing(tmp_path, caplog):
+    from fairmonai.losses import FaMIPenalty
+
+    trainer, net, per_iteration, per_epoch = _fair_trainer(tmp_path, FaMIPenalty(degree=3, small_group="lower_degree"),
+                                                           max_epochs=1)
+    with caplog.at_level("INFO", logger="fairmonai.handlers.PenaltyCurveLogger"):
+        trainer.run()
+    assert per_epoch == [(0, 0)] and all(finite for *_, finite in per_iteration)
+    assert "FaMI small-group fallback: 0 rows in 0 group-batches zeroed this epoch (epoch 1, 2 iterations)" in caplog.text
+
+
+def test_mige_label(tmp_path, caplog):
+    from fairmonai.losses import MIGEPenalty
+
+    trainer, *_ = _fair_trainer(tmp_path, MIGEPenalty(min_group_size=3), max_epochs=1)
+    with caplog.at_level("INFO", logger="fairmonai.handlers.PenaltyCurveLogger"):
+        trainer.run()
+    # min_group_size 3: the 2-sample group of batch 1 is zeroed, the 3-sample group of batch 2 is not
+    assert "MIGE small-group fallback: 2 rows in 1 group-batches zeroed this epoch (epoch 1, 2 iterations)" in caplog.text
+
+
+def _fallback_dist_worker(rank, world, init_file, out_dir):
+    import json
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        per_rank = {0: [(3, 1), (0, 0), (1, 1)], 1: [(2, 1), (4, 2), (0, 0)]}[rank]
+        engine = _fallback_engine(per_rank)
+        PenaltyCurveLogger("race_code", out_dir, every_n=100, diagnostic_getter="loss_obj.last_diagnostic",
+                           fallback_label="FaMI").attach(engine)
+        engine.run(_toy_batches(1.0, n_iter=3, batch=8, seed=rank), max_epochs=1)
+        with open(os.path.join(out_dir, f"metrics_rank{rank}.json"), "w") as f:
+            json.dump({k: engine.state.metrics[k] for k in ("sfd_fallback_rows", "sfd_fallback_groups")}, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_fallback_summed_over_two_gloo_ranks(tmp_path):
+    import json
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        mp.start_processes(_fallback_dist_worker, args=(2, os.path.join(tmp, "init"), str(tmp_path)), nprocs=2,
+                           join=True, start_method="fork")
+    for rank in (0, 1):  # 4 + 6 rows, 2 + 3 group-batches on every rank
+        got = json.loads((tmp_path / f"metrics_rank{rank}.json").read_text())
+        assert got == {"sfd_fallback_rows": 10, "sfd_fallback_groups": 5}
+    df = pd.read_csv(tmp_path / "sfd_fallback.csv")  # rank 0 only: one row
+    assert df.to_dict("list") == {"epoch": [1], "iteration": [3], "iterations": [3], "rows": [10],
+                                  "group_batches": [5]}
