@@ -41,12 +41,19 @@ the training part). Missing values are the empty cell and ``nan``, ``NaN``, ``NA
 
 Errors name the file, the row (the line number in the CSV file, the header being line 1) and the
 column. Validation runs over the whole file before anything is returned, so a bad manifest never
-yields a partial data list.
+yields a partial data list. :class:`ManifestError` is a :class:`fairmonai.errors.InputError`: a bundle
+run that stops on one prints it as its last line.
+
+Missing values that a policy accepts are not silent: :func:`load_manifest` (and
+:func:`fairmonai.data.load_datalist`, for the split it returns) logs at ``INFO``, once per call and per
+attribute, how many cases have no value and were excluded (``exclude``) or counted in the missing
+category (``category``), on the logger ``fairmonai.data.manifest``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Mapping
@@ -54,6 +61,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+
+from ..errors import InputError
 
 __all__ = [
     "MISSING_TOKENS",
@@ -68,6 +77,8 @@ __all__ = [
     "load_schema",
     "read_manifest_table",
     "load_manifest",
+    "read_manifest_records",
+    "log_missing_values",
     "is_missing",
 ]
 
@@ -78,8 +89,20 @@ MISSING_POLICIES = ("error", "category", "exclude")
 SPLITS = ("train", "val", "test")
 LABEL_KINDS = ("class", "mask")
 
+logger = logging.getLogger(__name__)
 
-class ManifestError(ValueError):
+#: INFO lines of :func:`log_missing_values` (tests compare the text).
+MSG_MISSING_EXCLUDED = (
+    "%s (%s): attribute '%s': %d of %d cases have no value and are excluded from its groups "
+    "(missing-value policy 'exclude', code -1)"
+)
+MSG_MISSING_CATEGORY = (
+    "%s (%s): attribute '%s': %d of %d cases have no value and are counted as '%s' "
+    "(missing-value policy 'category')"
+)
+
+
+class ManifestError(InputError):
     """A manifest or schema that cannot be used, with the file, row and column at fault.
 
     Args:
@@ -294,6 +317,19 @@ def load_manifest(
             column, a value outside the declared categories, a missing label, a duplicate case id, a
             missing attribute value under the ``error`` policy, an unparseable number, split or fold.
     """
+    records, missing = read_manifest_records(manifest, schema, check_files=check_files)
+    log_missing_values(manifest, "all cases", records, missing)
+    return records
+
+
+def read_manifest_records(
+    manifest: str | os.PathLike,
+    schema: str | os.PathLike | Mapping | ManifestSchema,
+    *,
+    check_files: bool = True,
+) -> tuple[list[dict], dict[str, tuple[str, str | None, frozenset[str]]]]:
+    """:func:`load_manifest` without the log: the records, and per attribute whose policy accepted a
+    missing value, ``(policy, missing_category, case ids without a value)``."""
     schema = load_schema(schema)
     path = Path(manifest)
     table = read_manifest_table(path)
@@ -358,10 +394,13 @@ def load_manifest(
             rec["label"] = rec[lab.column]
 
     # attributes
+    missing: dict[str, tuple[str, str | None, frozenset[str]]] = {}
     for name, spec in schema.attributes.items():
+        without_value = []
         for i, raw in enumerate(table[name]):
             value = _normalise_category(raw)
             if value is None:
+                without_value.append(records[i]["case_id"])
                 if spec.missing == "error":
                     raise ManifestError(
                         f"missing value for attribute '{name}' (its schema policy is 'error'; "
@@ -381,6 +420,8 @@ def load_manifest(
                 )
             records[i][name] = value
             records[i][f"{name}_code"] = spec.code_of(value)
+        if spec.missing != "error":
+            missing[name] = (spec.missing, spec.missing_category, frozenset(without_value))
 
     # numeric columns
     for name, spec in schema.numeric_columns.items():
@@ -427,7 +468,30 @@ def load_manifest(
         if col in table.columns and col not in reserved:
             for i, raw in enumerate(table[col]):
                 records[i][col] = raw
-    return records
+    return records, missing
+
+
+def log_missing_values(
+    manifest: str | os.PathLike,
+    part: str,
+    records: list[dict],
+    missing: Mapping[str, tuple[str, str | None, frozenset[str]]],
+) -> None:
+    """Log at INFO, per attribute, how many of ``records`` lost their missing value to the policy.
+
+    One line per attribute with at least one such case: excluded (policy ``exclude``, code -1) or
+    counted in the missing category (policy ``category``). ``part`` names the records (``"all
+    cases"``, ``"split 'train'"``); ``missing`` is what :func:`read_manifest_records` returns.
+    """
+    ids = [r["case_id"] for r in records]
+    for name, (policy, category, without) in missing.items():
+        n = sum(cid in without for cid in ids)
+        if n == 0:
+            continue
+        if policy == "exclude":
+            logger.info(MSG_MISSING_EXCLUDED, manifest, part, name, n, len(ids))
+        else:
+            logger.info(MSG_MISSING_CATEGORY, manifest, part, name, n, len(ids), category)
 
 
 def _normalise_category(raw) -> str | None:

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .manifest import ManifestError, ManifestSchema, load_manifest, load_schema
+from .manifest import ManifestError, ManifestSchema, load_schema, log_missing_values, read_manifest_records
 
 __all__ = ["strata_keys", "stratified_train_test_split", "stratified_kfold", "assign_splits", "load_datalist"]
 
@@ -124,6 +124,10 @@ def load_datalist(
     part, or the manifest's ``split == "val"`` rows when it has any), ``trainval`` (the whole
     training part), ``test`` (``split == "test"``), ``all``.
 
+    Logs at INFO, per attribute, how many cases of the returned part have no value and were
+    excluded or counted in the missing category by the schema's policy (see
+    :func:`fairmonai.data.manifest.log_missing_values`).
+
     A manifest's own ``split`` / ``fold`` columns win (a dataset's official split). Where they are
     absent, the split is made here with :func:`assign_splits`, stratified on the label and the
     attributes in ``stratify_on`` (default: all schema attributes), seeded by ``seed``; the training
@@ -136,8 +140,9 @@ def load_datalist(
     if split not in DATALIST_SPLITS:
         raise ValueError(f"split '{split}' is not one of {list(DATALIST_SPLITS)}")
     schema = load_schema(schema)
-    records = load_manifest(manifest, schema, check_files=check_files)
+    records, missing = read_manifest_records(manifest, schema, check_files=check_files)
     if split == "all":
+        log_missing_values(manifest, "all cases", records, missing)
         return records
     attrs = list(schema.attributes) if stratify_on is None else list(stratify_on)
     unknown = [a for a in attrs if a not in schema.attributes]
@@ -179,4 +184,5 @@ def load_datalist(
             out = [r for r in train if (r["fold"] == fold) == (split == "val")]
     if not out:
         raise ValueError(f"the '{split}' part of {manifest} is empty")
+    log_missing_values(manifest, f"split '{split}'", out, missing)
     return out

@@ -151,3 +151,66 @@ def test_unknown_dataset_lists_known():
 def test_shipped_schemas_load(name):
     s = load_schema(name)
     assert s.name == name and s.attributes and s.label is not None
+
+
+# ---- missing values a policy accepts are logged, per attribute and per call
+
+MISSING_ROWS = [
+    "c0,img/c0.nii.gz,0,Asian,pre,,40,train,0,s1",  # density excluded
+    "c1,img/c1.nii.gz,1,Black,,,41,train,1,s1",  # meno -> unknown, density excluded
+    "c2,img/c2.nii.gz,0,White,unknown,b,42,train,0,s1",  # 'unknown' given, not missing
+    "c3,img/c3.nii.gz,1,Asian,NA,c,43,train,1,s1",  # meno -> unknown ('NA' is a missing token)
+    "c4,img/c4.nii.gz,0,Black,post,a,44,val,,s1",
+    "c5,img/c5.nii.gz,1,White,,N/A,45,test,,s1",  # meno -> unknown, density excluded
+]
+
+
+def _logged(caplog):
+    return [r.getMessage() for r in caplog.records if r.name == "fairmonai.data.manifest" and r.levelname == "INFO"]
+
+
+def test_missing_values_are_logged_per_attribute_and_split(tmp_path, caplog):
+    from fairmonai.data import load_datalist
+
+    p = write(tmp_path, MISSING_ROWS)
+    caplog.set_level("INFO", logger="fairmonai.data.manifest")
+    records = load_manifest(p, SCHEMA)
+    assert [r["density_code"] for r in records] == [EXCLUDED_CODE, EXCLUDED_CODE, 1, 2, 0, EXCLUDED_CODE]
+    assert [r["meno"] for r in records] == ["pre", "unknown", "unknown", "unknown", "post", "unknown"]
+    assert _logged(caplog) == [
+        f"{p} (all cases): attribute 'meno': 3 of 6 cases have no value and are counted as 'unknown' "
+        "(missing-value policy 'category')",
+        f"{p} (all cases): attribute 'density': 3 of 6 cases have no value and are excluded from its groups "
+        "(missing-value policy 'exclude', code -1)",
+    ]
+
+    caplog.clear()
+    assert [r["case_id"] for r in load_datalist(p, SCHEMA, "train")] == ["c0", "c1", "c2", "c3"]
+    assert _logged(caplog) == [
+        f"{p} (split 'train'): attribute 'meno': 2 of 4 cases have no value and are counted as 'unknown' "
+        "(missing-value policy 'category')",
+        f"{p} (split 'train'): attribute 'density': 2 of 4 cases have no value and are excluded from its groups "
+        "(missing-value policy 'exclude', code -1)",
+    ]
+
+    caplog.clear()
+    load_datalist(p, SCHEMA, "val")  # c4 has every value: nothing to say
+    assert _logged(caplog) == []
+
+    caplog.clear()
+    load_datalist(p, SCHEMA, "test")
+    assert _logged(caplog) == [
+        f"{p} (split 'test'): attribute 'meno': 1 of 1 cases have no value and are counted as 'unknown' "
+        "(missing-value policy 'category')",
+        f"{p} (split 'test'): attribute 'density': 1 of 1 cases have no value and are excluded from its groups "
+        "(missing-value policy 'exclude', code -1)",
+    ]
+
+
+def test_manifest_error_is_an_input_error():
+    from fairmonai.errors import InputError
+
+    e = ManifestError("value 'x' is not one of the declared categories ['a']", file="m.csv", row=3, column="race")
+    assert isinstance(e, InputError) and isinstance(e, ValueError)
+    assert str(e) == "m.csv, row 3, column 'race': value 'x' is not one of the declared categories ['a']"
+    assert str(ManifestError("plain")) == "plain"  # built from one string, as DataLoader re-raises
