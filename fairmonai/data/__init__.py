@@ -15,6 +15,7 @@ from .manifest import (
     read_manifest_table,
 )
 from .cohort_cache import ensure_cohort
+from .image_check import ImageCheckError, ImageReadError, check_images, find_image_problems
 from .inference import inference_datalist
 from .splits import assign_splits, load_datalist, strata_keys, stratified_kfold, stratified_train_test_split
 
@@ -32,6 +33,10 @@ __all__ = [
     "manifests_root",
     "read_manifest_table",
     "ensure_cohort",
+    "ImageCheckError",
+    "ImageReadError",
+    "check_images",
+    "find_image_problems",
     "inference_datalist",
     "assign_splits",
     "load_datalist",
