@@ -3,25 +3,31 @@
 :class:`MaskOutsideBoxd` zeroes a segmentation outside a per-case bounding box read from the same
 data dict (the manifest's ``bbox_*`` columns), as the MAMA-MIA challenge masks predictions outside
 the breast bounding box before scoring.
+
+:class:`LoadCaseImaged` is MONAI's ``LoadImaged`` whose read errors name the case and the file.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform
+from monai.transforms import LoadImaged, MapTransform
 
+from .data.image_check import ImageReadError
 from .data.manifest import is_missing
 
 __all__ = [
     "BBOX_KEYS",
+    "LoadCaseImaged",
     "MaskOutsideBoxd",
 ]
 
@@ -227,3 +233,94 @@ class MaskOutsideBoxd(MapTransform):
                 index[axis] = slice(hi, None)
                 out[tuple(index)] = 0
         return out
+
+
+# ---- LoadCaseImaged
+
+_MSG_READ = "cannot read the image ({error})"
+_MSG_STACK = "the files of '{key}' cannot be stacked into one image ({error}); their shapes: {shapes}"
+_MSG_LOAD = "loading '{keys}' failed ({error})"
+_MSG_NO_KEY = "the record has no '{key}' to load"
+_REASON_CHARS = 300
+
+
+def _reason(e: BaseException, files: Sequence[str] = ()) -> str:
+    """``"<Type>: <message>"`` on one line, the (already named) file paths left out, shortened."""
+    text = " ".join(str(e).split())
+    for f in files:
+        text = text.replace(str(f), "<file>")
+    if len(text) > _REASON_CHARS:
+        text = text[: _REASON_CHARS - 3] + "..."
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _paths(value: Any) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+class LoadCaseImaged(LoadImaged):
+    """MONAI's ``LoadImaged`` whose read errors name the case id, the key and the file.
+
+    It loads exactly as ``LoadImaged`` (same arguments, same output). When loading fails, it finds
+    which file is at fault by loading each file of each key on its own (this runs only after a
+    failure) and raises :class:`fairmonai.data.ImageReadError` (a
+    :class:`fairmonai.errors.InputError`) from the reader's error, e.g.::
+
+        ImageReadError: case 'mama_00006', image /data/images/mama_00006_post1.nii.gz: cannot read the
+        image (EOFError: Compressed file ended before the end-of-stream marker was reached)
+
+    When every file of a multi-file key (the phases of a case) reads on its own, the files could not
+    be stacked: the error names the file whose shape differs from the others' and lists the shapes. Use it in place of ``LoadImaged`` in a bundle's
+    transforms: ``{"_target_": "fairmonai.transforms.LoadCaseImaged", "keys": "image", ...}``.
+    :func:`fairmonai.data.check_images` catches most bad files from their headers before a run;
+    this names the case for what only a full read finds (a corrupt compressed stream).
+
+    Args:
+        keys: keys of the file paths to load (each a path or a list of paths).
+        args: the positional arguments of ``LoadImaged`` after ``keys``.
+        case_id_key: key of the case id named in errors. Defaults to ``"case_id"``.
+        kwargs: the keyword arguments of ``LoadImaged`` (``reader``, ``image_only``,
+            ``ensure_channel_first``, ...).
+
+    Raises:
+        ImageReadError: a file cannot be read, or the files of a key cannot be stacked; a key is
+            missing (without ``allow_missing_keys``).
+    """
+
+    def __init__(self, keys: KeysCollection, *args, case_id_key: Hashable = "case_id", **kwargs) -> None:
+        super().__init__(keys, *args, **kwargs)
+        self.case_id_key = case_id_key
+
+    def __call__(self, data, reader=None):
+        try:
+            return super().__call__(data, reader)
+        except Exception as e:
+            raise self._diagnose(data, reader, e) from e
+
+    def _diagnose(self, data: Mapping, reader, error: Exception) -> ImageReadError:
+        case = _case_name(data.get(self.case_id_key)) if isinstance(data, Mapping) else None
+        tried: list[str] = []
+        for key in self.keys:
+            if key not in data:
+                if self.allow_missing_keys:
+                    continue
+                return ImageReadError(_MSG_NO_KEY.format(key=key), case_id=case, key=key)
+            files = _paths(data[key])
+            tried += files
+            shapes = []
+            for f in files:
+                try:
+                    shapes.append(tuple(self._loader(f, reader).shape))
+                except Exception as fe:
+                    return ImageReadError(_MSG_READ.format(error=_reason(fe, [f])), case_id=case, key=key, file=f)
+            if len(files) > 1 and len(set(shapes)) > 1:
+                listed = ", ".join(f"{Path(f).name} {s}" for f, s in zip(files, shapes))
+                common = Counter(shapes).most_common(1)[0][0]
+                odd = next(f for f, s in zip(files, shapes) if s != common)
+                return ImageReadError(_MSG_STACK.format(key=key, error=_reason(error, files), shapes=listed),
+                                      case_id=case, key=key, file=odd)
+        keys = ", ".join(str(k) for k in self.keys)
+        return ImageReadError(_MSG_LOAD.format(keys=keys, error=_reason(error, tried)), case_id=case,
+                              file=", ".join(tried) or None)

@@ -179,3 +179,72 @@ def test_missing_key_allowed():
     d = _case((0, 2, 0, 2, 0, 2))
     out = MaskOutsideBoxd(["pred", "other"], allow_missing_keys=True)(d)
     assert "other" not in out and int(out["pred"].count_nonzero()) == 2 * 2 * 2 * 2
+
+
+# ---- LoadCaseImaged: LoadImaged whose read errors name the case and the file
+
+import nibabel as nib  # noqa: E402
+from monai.transforms import LoadImaged  # noqa: E402
+
+from fairmonai.data import ImageReadError  # noqa: E402
+from fairmonai.errors import find_input_error, input_error_line  # noqa: E402
+from fairmonai.transforms import LoadCaseImaged  # noqa: E402
+
+
+def _nii(path, shape=(6, 5, 4)):
+    nib.save(nib.Nifti1Image(np.arange(np.prod(shape), dtype=np.float32).reshape(shape), np.eye(4)), path)
+    return str(path)
+
+
+def test_load_case_imaged_loads_as_load_imaged(tmp_path):
+    phases = [_nii(tmp_path / f"p{i}.nii.gz") for i in range(3)]
+    d = {"case_id": "c1", "image": phases, "label": _nii(tmp_path / "m.nii.gz")}
+    kwargs = {"image_only": True, "ensure_channel_first": True}
+    got = LoadCaseImaged(["image", "label"], **kwargs)(d)
+    want = LoadImaged(["image", "label"], **kwargs)(d)
+    for k in ("image", "label"):
+        torch.testing.assert_close(got[k].as_tensor(), want[k].as_tensor())
+    assert tuple(got["image"].shape) == (3, 6, 5, 4)
+
+
+def test_load_case_imaged_names_the_truncated_file(tmp_path):
+    good, bad = _nii(tmp_path / "a.nii.gz", (16, 16, 16)), _nii(tmp_path / "b.nii.gz", (16, 16, 16))
+    data = open(bad, "rb").read()  # the header ends in the first half: the data are cut
+    open(bad, "wb").write(data[: len(data) // 2])
+    with pytest.raises(ImageReadError) as e:
+        LoadCaseImaged("image", image_only=True)({"case_id": "c9", "image": [good, bad]})
+    assert str(e.value) == (f"case 'c9', image {bad}: cannot read the image "
+                            "(EOFError: Compressed file ended before the end-of-stream marker was reached)")
+    assert (e.value.case_id, e.value.key, e.value.file) == ("c9", "image", bad)
+    assert isinstance(e.value.__cause__, EOFError)
+
+
+def test_load_case_imaged_names_random_bytes(tmp_path):
+    bad = tmp_path / "r.nii.gz"
+    bad.write_bytes(np.random.default_rng(0).bytes(300))
+    with pytest.raises(ImageReadError) as e:
+        LoadCaseImaged("image")({"case_id": "c2", "image": str(bad)})
+    assert str(e.value).startswith(f"case 'c2', image {bad}: cannot read the image (")
+    assert "<file>" in str(e.value) and str(bad) not in str(e.value).split(": ", 1)[1]
+
+
+def test_load_case_imaged_names_the_phase_that_does_not_stack(tmp_path):
+    phases = [_nii(tmp_path / "pre.nii.gz"), _nii(tmp_path / "post1.nii.gz", (6, 5)), _nii(tmp_path / "post2.nii.gz")]
+    with pytest.raises(ImageReadError) as e:
+        LoadCaseImaged("image", image_only=True, ensure_channel_first=True)({"case_id": "c3", "image": phases})
+    msg = str(e.value)
+    assert msg.startswith(f"case 'c3', image {phases[1]}: the files of 'image' cannot be stacked into one image (")
+    assert msg.endswith("their shapes: pre.nii.gz (1, 6, 5, 4), post1.nii.gz (1, 6, 5), post2.nii.gz (1, 6, 5, 4)")
+
+
+def test_load_case_imaged_missing_key_and_compose(tmp_path):
+    with pytest.raises(ImageReadError, match=r"^case 'c4', label: the record has no 'label' to load$"):
+        LoadCaseImaged(["image", "label"])({"case_id": "c4", "image": _nii(tmp_path / "a.nii.gz")})
+    # inside a Compose, MONAI wraps it in RuntimeError("applying transform ..."); the chain keeps it
+    bad = tmp_path / "r.nii.gz"
+    bad.write_bytes(b"0" * 100)
+    with pytest.raises(RuntimeError) as e:
+        Compose([LoadCaseImaged("image")])({"case_id": "c5", "image": str(bad)})
+    err = find_input_error(e.value)
+    assert isinstance(err, ImageReadError) and err.case_id == "c5"
+    assert input_error_line(e.value) == f"ImageReadError: {err}"

@@ -466,7 +466,7 @@ def check_images(
         allow_missing_keys: skip a key a record lacks instead of reporting it (inference lists).
         check_data_size: check that each NIfTI file holds all the data its header announces.
         max_listed: bad cases listed in the error message (all are in ``ImageCheckError.problems``).
-        num_workers: header-reading threads; default ``min(32, 4 * cpu_count)``; 0 or 1 reads serially.
+        num_workers: header-reading threads; default ``min(16, 4 * cpu_count)``; 0 or 1 reads serially.
 
     Returns:
         ``datalist`` itself, so a config can wrap a data list expression.
