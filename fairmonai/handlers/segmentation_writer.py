@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 from ignite.engine import Engine, Events
+from monai.engines import IterationEvents, Workflow
 from monai.utils import string_list_all_gather
 
 from ..data.manifest import EXCLUDED_CODE, is_missing
@@ -87,6 +89,26 @@ def _short_float(value: torch.Tensor) -> float:
     return float(str(np.float32(value.item())))
 
 
+def _remove_written(files: list[str]) -> None:
+    """Delete the segmentation files of an evaluation epoch that did not complete, then the folders
+    they leave empty; ``files`` is emptied."""
+    folders = []
+    for f in files:
+        p = Path(f)
+        try:
+            p.unlink(missing_ok=True)
+        except OSError:
+            continue
+        if p.parent not in folders:
+            folders.append(p.parent)
+    files.clear()
+    for d in folders:
+        try:
+            d.rmdir()  # only when empty: files of earlier runs stay
+        except OSError:
+            pass
+
+
 def _as_mask(value: Any, key: str, case: str) -> torch.Tensor:
     t = value.as_tensor() if hasattr(value, "as_tensor") else torch.as_tensor(value)
     t = t.detach()
@@ -113,6 +135,13 @@ class SegmentationScoresWriter:
       (to a temporary file, then renamed), sets ``engine.state.scores_file`` to its path (on every
       rank) and, when ``report=True``, writes the segmentation fairness report into
       ``output_dir/report_dir`` (``engine.state.scores_report``).
+
+    **No partial segmentations.** The segmentation files that ``SaveImaged`` writes during the epoch
+    (``pred.meta["saved_to"]``, noted right after the postprocessing) are kept only when the epoch
+    completes. When it stops on an error (an unreadable image, a mask that does not fit), they are
+    deleted, with their folder when it is left empty: at the next epoch's start, or when the writer is
+    collected or the interpreter exits, whichever comes first. The scores file and the report are
+    written only at the end (the file to a temporary name, then renamed).
 
     **Masks on the original image grid.** The MAMA-MIA scores are defined on each case's original
     grid (HD95 in voxel units), so ``pred_key`` and ``label_key`` must both be channel-first binary
@@ -237,15 +266,31 @@ class SegmentationScoresWriter:
         self.save_rank = save_rank
         self.logger = logging.getLogger(name)
         self._rows: list[str] = []
+        # segmentation files written this epoch (pred.meta["saved_to"]), kept once the epoch completes;
+        # an epoch that does not complete leaves none: they are deleted at the next epoch's start, or
+        # when this writer is collected or the interpreter exits (after an uncaught exception)
+        self._written: list[str] = []
+        weakref.finalize(self, _remove_written, self._written)
 
     def attach(self, engine: Engine) -> None:
         """Register the reset, collect and write steps on ``engine``."""
         engine.add_event_handler(Events.EPOCH_STARTED, self._started)
+        # right after the postprocessing (SaveImaged) on a MONAI engine, before metrics can raise
+        track_on = IterationEvents.MODEL_COMPLETED if isinstance(engine, Workflow) else Events.ITERATION_COMPLETED
+        engine.add_event_handler(track_on, self._track)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def _started(self, _engine: Engine) -> None:
         self._rows = []
+        _remove_written(self._written)  # left by an epoch that did not complete
+
+    def _track(self, engine: Engine) -> None:
+        """Note the segmentation files the postprocessing wrote for this iteration's cases."""
+        for d in per_sample(engine.state.output, [self.pred_key], "SegmentationScoresWriter"):
+            saved = (getattr(d.get(self.pred_key), "meta", None) or {}).get("saved_to")
+            if saved and str(saved) not in self._written:
+                self._written.append(str(saved))
 
     # ---- collect
 
@@ -318,6 +363,7 @@ class SegmentationScoresWriter:
         path = self.output_dir / self.filename.format(epoch=engine.state.epoch)
         engine.state.scores_file = str(path)
         if idist.get_rank() != self.save_rank:
+            self._written.clear()  # the epoch completed: its segmentation files stay
             return
         rows = [s for s in rows if s]  # a rank without rows contributes one empty string
         seen: dict[str, list] = {}
@@ -360,3 +406,4 @@ class SegmentationScoresWriter:
                          **self.report_kwargs)
             engine.state.scores_report = str(out)
             self.logger.info("SegmentationScoresWriter: fairness report written to %s", out)
+        self._written.clear()  # the epoch completed: its segmentation files stay
