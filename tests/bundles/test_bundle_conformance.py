@@ -116,6 +116,20 @@ def test_check_properties(bundle, tmp_path):
 
 
 @pytest.mark.parametrize("bundle", BUNDLES, ids=_ids(BUNDLES))
+def test_inference_seeds_with_the_bundle_seed(bundle):
+    """inference.json's initialize seeds with ``seed`` (it hard-coded 0): the seeding step, run alone."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser["seed"] = 7
+    steps = [i for i, e in enumerate(parser["initialize"]) if "set_determinism" in e]
+    assert len(steps) == 1
+    parser.get_parsed_content(f"initialize#{steps[0]}")
+    assert torch.initial_seed() == 7
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=_ids(BUNDLES))
 def test_verify_net_in_out(bundle):
     from monai.bundle import verify_net_in_out
 
@@ -257,10 +271,10 @@ def _check_overlay_deploys(bundle: Path, net: str, root: Path) -> None:
     ts_file = root / "model.ts"
     ckpt_export(net_id="network_def", filepath=str(ts_file), ckpt_file=str(root / "models" / "model.pt"),
                 key_in_ckpt="model", use_trace=True, input_shape=[1, *input_shape(bundle)[1:]],
-                meta_file=[str(bundle / "configs" / "metadata.json"), str(root / "models" / "run_record.json")],
-                config_file=files)
-    ts, meta, _ = load_net_with_metadata(str(ts_file))
-    record = meta["fairmonai_run_record"]
+                meta_file=str(bundle / "configs" / "metadata.json"),
+                config_file=[*files, str(root / "models" / "run_record.json")])
+    ts, _, extra = load_net_with_metadata(str(ts_file), more_extra_files=("run_record.json",))
+    record = json.loads(extra["run_record.json"])["fairmonai_run_record"]
     assert [Path(f).name for f in record["command_line"]["config_files"]] == ["train.json", f"{net}.json", "smoke.json"]
     parser = ConfigParser()
     parser.read_config(files)
