@@ -44,6 +44,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .errors import InputError
+
 __all__ = [
     "BundleRunError",
     "CommandLine",
@@ -69,7 +71,7 @@ RECORD_FILE = "run_record.json"
 RECORD_FORMAT = 1
 
 
-class BundleRunError(ValueError):
+class BundleRunError(InputError):
     """A bundle run that would succeed on the wrong thing: an unknown override, a mismatched or unrecorded model."""
 
 

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.manifest import EXCLUDED_VALUE, AttributeSpec, is_missing, load_schema
+from ..errors import InputError
 
 __all__ = [
     "ReportInputError",
@@ -81,7 +82,7 @@ MSG_OUT_IS_FILE = "{out}: the output folder is an existing file"
 MSG_BAD_OPTION = "{name} must be {allowed}, got {value!r}"
 
 
-class ReportInputError(ValueError):
+class ReportInputError(InputError):
     """A predictions file that cannot be reported on; the message names the file, case and column."""
 
 
