@@ -29,9 +29,10 @@ last line names a MONAI object, not the file at fault.
   line ``...<InputError subclass>: <message>`` in that text and repeats it last.
 
   Under ``torchrun`` each rank is its own ``python -m monai.bundle run`` process, so the hook runs
-  on the failing rank; when torchrun gave the rank an error file (``TORCHELASTIC_ERROR_FILE``),
-  the hook also records the :class:`InputError` there, so torchrun's own summary (printed last, by
-  the launcher) names it as the root cause instead of the MONAI wrapper.
+  on the failing rank (its output prefixed ``[rankN]:``); when torchrun gave the rank an error file
+  (``TORCHELASTIC_ERROR_FILE``), the hook also records the error there, its traceback ending with
+  the :class:`InputError`'s line, so the "Root Cause" block of torchrun's summary, which the
+  launcher prints last (followed only by its ``====`` rule), ends with it too.
 
 **No SIGABRT.** MONAI's ``CacheDataset`` fills its cache in a ``multiprocessing.pool.ThreadPool``
 inside ``with``; when a case fails, ``with`` calls ``terminate()``, which drops the queued cases but
@@ -145,8 +146,9 @@ def _record_for_torchelastic(exc: BaseException, line: str) -> None:
     import json
     import traceback
 
-    data = {"message": {"message": line, "extraInfo": {
-        "py_callstack": "".join(traceback.format_exception(exc)), "timestamp": str(int(time.time()))}}}
+    # torchrun's summary prints py_callstack under "Root Cause": end it with the input error's line
+    callstack = "".join(traceback.format_exception(exc)) + line + "\n"
+    data = {"message": {"message": line, "extraInfo": {"py_callstack": callstack, "timestamp": str(int(time.time()))}}}
     try:
         with open(path, "w") as f:
             json.dump(data, f)

@@ -95,7 +95,10 @@ def test_hook_records_the_input_error_for_torchrun(tmp_path):
         raise RuntimeError("wrapper") from InputError("case 'c1', image f.nii.gz: bad")
     """, TORCHELASTIC_ERROR_FILE=str(error_file))
     assert res.returncode == 1
-    assert json.loads(error_file.read_text())["message"]["message"] == "InputError: case 'c1', image f.nii.gz: bad"
+    recorded = json.loads(error_file.read_text())["message"]
+    assert recorded["message"] == "InputError: case 'c1', image f.nii.gz: bad"
+    assert recorded["extraInfo"]["py_callstack"].splitlines()[-2:] == [
+        "RuntimeError: wrapper", "InputError: case 'c1', image f.nii.gz: bad"]
 
 
 def test_hook_waits_for_a_busy_thread_pool_worker(tmp_path):
