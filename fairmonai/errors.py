@@ -46,9 +46,10 @@ indexing.) The worker's unfinished task is harmless while the interpreter lives;
 at shutdown, so that is where the hook deals with it: before returning, it waits (up to
 ``pool_join_timeout`` seconds) for the pool worker threads still running (``DummyProcess``, the
 thread class of every ``ThreadPool``) to finish their task and exit. Should one still run after
-that, the hook flushes stdio and the logging handlers and ends the process with ``os._exit(1)``,
-which skips the shutdown that would kill the thread. This runs for every uncaught exception, not
-only input errors.
+that (or at once after Ctrl-C), the hook flushes stdio and the logging handlers and ends the
+process with ``os._exit(1)`` (130 after Ctrl-C), which skips the shutdown that would kill the
+thread. This runs for every uncaught exception, not only input errors. A ``ThreadPool`` left open
+(neither closed nor terminated) keeps idle workers alive, which delays such an exit by the timeout.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ from types import TracebackType
 __all__ = ["InputError", "find_input_error", "input_error_line", "install_excepthook", "POOL_JOIN_TIMEOUT"]
 
 #: Seconds the hook waits for thread-pool workers still running a task before the process exits.
-POOL_JOIN_TIMEOUT = 60.0
+POOL_JOIN_TIMEOUT = 30.0
 
 
 class InputError(ValueError):
@@ -181,9 +182,10 @@ def _make_hook(previous: Callable, pool_join_timeout: float) -> Callable:
         if line is not None:
             print(line, file=sys.stderr)
             _record_for_torchelastic(exc, line)
-        if not _finish_pool_workers(pool_join_timeout):
+        interrupted = not isinstance(exc, Exception)  # Ctrl-C: do not make the user wait
+        if not _finish_pool_workers(0.0 if interrupted else pool_join_timeout):
             _flush_all()
-            os._exit(1)
+            os._exit(130 if interrupted else 1)
         try:
             sys.stderr.flush()
         except Exception:
