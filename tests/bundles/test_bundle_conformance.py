@@ -264,10 +264,20 @@ def _check_overlay_deploys(bundle: Path, net: str, root: Path) -> None:
         override["_meta_#network_data_format#outputs#pred#spatial_shape"] = shape
     verify_net_in_out(net_id="network_def", meta_file=str(bundle / "configs" / "metadata.json"),
                       config_file=files, device="cpu", **override)
-    run_bundle(bundle, root, ["inference.json", f"{net}.json"])
-    out = next((root / "eval").glob("*_inference.csv"))
-    manifest = pd.read_csv(next((root / "data").glob("*/manifest.csv")))
-    assert len(pd.read_csv(out)) == len(manifest)
+    # inference on four cases of the cohort (a manifest for segmentation, an image folder otherwise)
+    manifest_file = next((root / "data").glob("*/manifest.csv"))
+    cases = pd.read_csv(manifest_file).head(4)
+    if is_segmentation(bundle):
+        source = manifest_file.parent / "four_cases.csv"
+        cases.to_csv(source, index=False)
+    else:
+        source = root / "four_images"
+        source.mkdir()
+        for rel in cases["image"]:
+            (source / Path(rel).name).symlink_to(manifest_file.parent / rel)
+    run_bundle(bundle, root, ["inference.json", f"{net}.json"], "--input", str(source))
+    out = pd.read_csv(next((root / "eval").glob("*_inference.csv")))
+    assert sorted(out["case_id"]) == sorted(cases["case_id"])
     ts_file = root / "model.ts"
     ckpt_export(net_id="network_def", filepath=str(ts_file), ckpt_file=str(root / "models" / "model.pt"),
                 key_in_ckpt="model", use_trace=True, input_shape=[1, *input_shape(bundle)[1:]],
@@ -387,21 +397,35 @@ def test_multi_gpu_overlay_matches_single_process(trained, tmp_path):
     assert float(ddp["val_eom"]) == pytest.approx(single["disparities"]["eom"]["value"], abs=1e-6)
 
 
-def _run_failing(bundle: Path, root: Path, names: list[str], *extra: str, smoke: bool = True) -> str:
-    """Run a bundle command that must fail; return its stderr and stdout."""
-    files = [*names, "smoke.json"] if smoke else names
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", configs(bundle, *files),
-           "--meta_file", str(bundle / "configs" / "metadata.json"),
-           "--logging_file", str(bundle / "configs" / "logging.conf"), "--bundle_root", str(root), *extra]
-    res = subprocess.run(cmd, cwd=root, env=ENV, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 1, f"{' '.join(cmd)}: exit {res.returncode}\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}"
-    return res.stderr + res.stdout
+def _refused(bundle: Path, root: Path, names: list[str], monkeypatch, smoke: bool = True, **overrides) -> str:
+    """The message of the :class:`~fairmonai.bundle_run.BundleRunError` that stops ``initialize`` of these
+    configs, run in this process as ``monai.bundle run`` would run them (its command line in ``sys.argv``)."""
+    from monai.bundle import ConfigWorkflow
+
+    from fairmonai.bundle_run import BundleRunError
+
+    files = [str(bundle / "configs" / n) for n in ([*names, "smoke.json"] if smoke else names)]
+    overrides = {"bundle_root": str(root), **overrides}
+    argv = [str(Path(sys.modules["monai"].__file__).parent / "bundle" / "__main__.py"), "run", "--config_file",
+            "[" + ",".join(f"'{f}'" for f in files) + "]",
+            *[x for k, v in overrides.items() for x in (f"--{k}", json.dumps(v) if not isinstance(v, str) else v)]]
+    monkeypatch.setattr(sys, "argv", argv)
+    wf = ConfigWorkflow(config_file=files, meta_file=str(bundle / "configs" / "metadata.json"), logging_file=False,
+                        workflow_type=None, **overrides)
+    with pytest.raises(Exception) as info:
+        wf.initialize()
+    err = info.value
+    while err is not None and not isinstance(err, BundleRunError):
+        err = err.__cause__ or err.__context__
+    assert err is not None, f"not refused by a BundleRunError: {info.value!r}"
+    return str(err)
 
 
-def test_runs_that_would_succeed_on_the_wrong_thing_are_refused(trained):
-    """Issue 14 point 1-2: misspelled overrides, retraining over a finished model, evaluating a model
-    with another method's configs, and inference at another input size stop before any work, naming
-    what differs; the model file is left as it was."""
+def test_runs_that_would_succeed_on_the_wrong_thing_are_refused(trained, monkeypatch):
+    """Issue 14 points 1-2: misspelled overrides, retraining over a finished model, evaluating a model
+    with another method's configs, and inference at another input size stop in ``initialize``, before
+    any work, naming what differs; the model and the manifest are left as they were. (The bundle
+    command's exit status and last line for such errors: tests/bundles/test_bad_inputs.py.)"""
     from fairmonai.bundle_run import file_sha256
 
     bundle, root = trained
@@ -410,23 +434,22 @@ def test_runs_that_would_succeed_on_the_wrong_thing_are_refused(trained):
     manifest = next((root / "data").glob("*/manifest.csv"))
     manifest_before = file_sha256(manifest)
 
-    out = _run_failing(bundle, root, ["train.json"], "--manfest", "/data/real.csv", "--epoch", "3",
-                       "--learning_rat", "0.5")
+    out = _refused(bundle, root, ["train.json"], monkeypatch, manfest="/data/real.csv", epoch=3, learning_rat=0.5)
     assert "--manfest: not defined by the configs [train.json, smoke.json]; closest defined: manifest" in out
     assert "--epoch: not defined" in out and "closest defined: epochs" in out
     assert "--learning_rat: not defined" in out and "learning_rate" in out
 
-    out = _run_failing(bundle, root, ["train.json"])
+    out = _refused(bundle, root, ["train.json"], monkeypatch)
     assert f"{model} holds a finished model: pass --overwrite True" in out
 
     method = sorted((bundle / "configs").glob("method_*.json"))[0].name
-    out = _run_failing(bundle, root, ["train.json", method, "evaluate.json"])
+    out = _refused(bundle, root, ["train.json", method, "evaluate.json"], monkeypatch)
     assert "was trained with other settings than this evaluation (loss: trained with" in out
     assert "It was trained with configs ['train.json', 'smoke.json']" in out
 
     size_key = "roi_size" if is_segmentation(bundle) else "image_size"
     default = json.loads((bundle / "configs" / "inference.json").read_text())[size_key]
-    out = _run_failing(bundle, root, ["inference.json"], "--num_workers", "0", smoke=False)
+    out = _refused(bundle, root, ["inference.json"], monkeypatch, smoke=False)
     assert (f"{size_key}: trained with {json.dumps(input_size(bundle), separators=(',', ':'))}, this inference has "
             f"{json.dumps(default, separators=(',', ':'))}") in out
 
