@@ -399,10 +399,7 @@ def check_evaluation_run(ckpt_path: str | os.PathLike, *, manifest: str | os.Pat
     Returns:
         the model's record.
     """
-    command = bundle_command_line(argv)
-    _check_overrides(command)
-    record = load_run_record(ckpt_path)
-    _compare_model(record, ckpt_path, command, "evaluation")
+    record = check_inference_run(ckpt_path, argv=argv, what="evaluation")
     if manifest is not None:
         trained_path, trained_hash = record.get("manifest"), record.get("manifest_sha256")
         now_path, now_hash = str(Path(manifest).resolve()), file_sha256(manifest)
@@ -415,8 +412,14 @@ def check_evaluation_run(ckpt_path: str | os.PathLike, *, manifest: str | os.Pat
     return record
 
 
-def check_inference_run(ckpt_path: str | os.PathLike, *, argv: Sequence[str] | None = None) -> dict[str, Any]:
+def check_inference_run(ckpt_path: str | os.PathLike, *, argv: Sequence[str] | None = None,
+                        what: str = "inference") -> dict[str, Any]:
     """Before inference: overrides defined, the model recorded and trained with this run's model ids.
+
+    Args:
+        ckpt_path: the model file.
+        argv: the command line (default ``sys.argv``; for tests).
+        what: the run's name in messages.
 
     Returns:
         the model's record.
@@ -424,5 +427,5 @@ def check_inference_run(ckpt_path: str | os.PathLike, *, argv: Sequence[str] | N
     command = bundle_command_line(argv)
     _check_overrides(command)
     record = load_run_record(ckpt_path)
-    _compare_model(record, ckpt_path, command, "inference")
+    _compare_model(record, ckpt_path, command, what)
     return record

@@ -66,6 +66,7 @@ from ..errors import InputError
 
 __all__ = [
     "MISSING_TOKENS",
+    "normalise_category",
     "EXCLUDED_CODE",
     "EXCLUDED_VALUE",
     "MISSING_POLICIES",
@@ -380,7 +381,7 @@ def read_manifest_records(
     lab = schema.label
     if lab is not None and lab.kind == "class":
         for i, raw in enumerate(table[lab.column]):
-            value = _normalise_category(raw)
+            value = normalise_category(raw)
             if value is None:
                 raise ManifestError("empty or NaN label", file=path, row=line(i), column=lab.column)
             if value not in lab.categories:
@@ -398,7 +399,7 @@ def read_manifest_records(
     for name, spec in schema.attributes.items():
         without_value = []
         for i, raw in enumerate(table[name]):
-            value = _normalise_category(raw)
+            value = normalise_category(raw)
             if value is None:
                 without_value.append(records[i]["case_id"])
                 if spec.missing == "error":
@@ -494,8 +495,8 @@ def log_missing_values(
             logger.info(MSG_MISSING_CATEGORY, manifest, part, name, n, len(ids), category)
 
 
-def _normalise_category(raw) -> str | None:
-    """Category cell as a string; integers written as floats (``'1.0'``) read as ``'1'``; None if missing."""
+def normalise_category(raw) -> str | None:
+    """A category cell as a string; integers written as floats (``'1.0'``) read as ``'1'``; None if missing."""
     if is_missing(raw):
         return None
     value = str(raw).strip()

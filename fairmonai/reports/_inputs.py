@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data.manifest import EXCLUDED_VALUE, AttributeSpec, is_missing, load_schema
+from ..data.manifest import EXCLUDED_VALUE, AttributeSpec, is_missing, load_schema, normalise_category
 from ..errors import InputError
 
 __all__ = [
@@ -251,20 +251,6 @@ def _check_segmentation(df, path) -> dict[str, np.ndarray]:
     return out
 
 
-def _normalise(raw) -> str | None:
-    """A category cell as the manifest reads it (``'1.0'`` -> ``'1'``); ``None`` if missing."""
-    if is_missing(raw):
-        return None
-    value = str(raw).strip()
-    try:
-        f = float(value)
-        if f.is_integer() and ("." in value or "e" in value.lower()):
-            return str(int(f))
-    except ValueError:
-        pass
-    return value
-
-
 def encode_attribute(df: pd.DataFrame, path, attr: str, spec: AttributeSpec | None,
                      categories: Sequence[str] | None = None):
     """Group codes of one attribute column, under the schema's categories and missing-value policy.
@@ -283,7 +269,7 @@ def encode_attribute(df: pd.DataFrame, path, attr: str, spec: AttributeSpec | No
     Raises:
         ReportInputError: a value not among the categories, naming the case and the column.
     """
-    values = [_normalise(v) for v in df[attr]]
+    values = [normalise_category(v) for v in df[attr]]
     policy = spec.missing if spec is not None else None
     unknown_category = spec.missing_category if policy == "category" else None
     n_empty = sum(v is None for v in values)
