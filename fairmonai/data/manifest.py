@@ -2,7 +2,8 @@
 
 A manifest has one row per case: the paths of the image(s) and mask, the target label, the
 sensitive attributes, optional numeric metadata, and optional ``split`` / ``fold`` columns. The
-schema of each dataset lives in ``data_manifests/<dataset>/schema.json``; its keys are
+schema of each dataset ships in the package as ``fairmonai/data/schemas/<dataset>.json`` (read by
+:func:`load_schema`; ``$FAIRMONAI_MANIFESTS`` can add or replace one, see :func:`manifests_root`); its keys are
 
 ``name``
     dataset name.
@@ -57,6 +58,7 @@ import logging
 import math
 import os
 from collections.abc import Mapping
+from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -249,19 +251,40 @@ class ManifestSchema:
         return list(self.attributes)
 
 
-def manifests_root() -> Path:
-    """The ``data_manifests`` folder: ``$FAIRMONAI_MANIFESTS`` if set, else the repository's."""
+#: The package holding the shipped schemas, ``<dataset>.json`` each.
+_SCHEMAS = f"{__package__}.schemas"
+
+
+def manifests_root() -> Path | None:
+    """The folder named by ``$FAIRMONAI_MANIFESTS``, or ``None`` when it is unset.
+
+    That folder, laid out as ``<folder>/<dataset>/schema.json``, is searched before the schemas
+    shipped in the package (:mod:`fairmonai.data.schemas`), so a site can add a dataset or replace a
+    shipped schema without editing the installed package.
+    """
     env = os.environ.get("FAIRMONAI_MANIFESTS")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "data_manifests"
+    return Path(env) if env else None
+
+
+def _known_datasets() -> list[str]:
+    """Dataset names with a schema: the shipped ones and those under ``$FAIRMONAI_MANIFESTS``."""
+    names = {p.name[: -len(".json")] for p in resources.files(_SCHEMAS).iterdir() if p.name.endswith(".json")}
+    root = manifests_root()
+    if root is not None:
+        names |= {p.parent.name for p in root.glob("*/schema.json")}
+    return sorted(names)
 
 
 def load_schema(schema: str | os.PathLike | Mapping | ManifestSchema) -> ManifestSchema:
     """Load a schema from a dataset name (``"oct_glaucoma"``), a JSON path, a dict, or pass one through.
 
+    A dataset name is looked up first as ``$FAIRMONAI_MANIFESTS/<name>/schema.json`` (when that
+    variable is set), then among the schemas shipped in the package
+    (``fairmonai/data/schemas/<name>.json``).
+
     Raises:
-        ManifestError: the schema file does not exist, is not JSON, or is inconsistent.
+        ManifestError: the schema file does not exist (for an unknown dataset name the message lists
+            the known ones), is not JSON, or is inconsistent.
     """
     if isinstance(schema, ManifestSchema):
         return schema
@@ -269,10 +292,19 @@ def load_schema(schema: str | os.PathLike | Mapping | ManifestSchema) -> Manifes
         return ManifestSchema.from_dict(schema)
     path = Path(schema)
     if not path.suffix and not path.exists():
-        path = manifests_root() / str(schema) / "schema.json"
-        if not path.is_file():
-            known = sorted(p.parent.name for p in manifests_root().glob("*/schema.json"))
-            raise ManifestError(f"no schema for dataset '{schema}'; known datasets: {known}", file=path)
+        name = str(schema)
+        root = manifests_root()
+        if root is not None and (root / name / "schema.json").is_file():
+            path = root / name / "schema.json"
+        else:
+            shipped = resources.files(_SCHEMAS) / f"{name}.json"
+            if not shipped.is_file():
+                raise ManifestError(f"no schema for dataset '{name}'; known datasets: {_known_datasets()}")
+            try:
+                d = json.loads(shipped.read_text())
+            except json.JSONDecodeError as e:
+                raise ManifestError(f"schema is not valid JSON: {e}", file=str(shipped)) from None
+            return ManifestSchema.from_dict(d, source=str(shipped))
     if not path.is_file():
         raise ManifestError("schema file not found", file=path)
     try:
