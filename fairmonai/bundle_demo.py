@@ -1,9 +1,11 @@
 """``make demo``: train DN and FaMI-DN with the OCT glaucoma bundle on the synthetic cohort, score the
 test split once, and print the two fairness reports side by side.
 
-Each model is one ``python -m monai.bundle run`` of ``bundles/oct_glaucoma_fami`` (train.json, plus
-method_fami.json for FaMI), then the same with evaluate.json; the commands are printed so a user can
-rerun any of them. Both models share one synthetic cohort and one seed, so only the loss differs.
+Each model is one ``python -m monai.bundle run`` of the OCT bundle (train.json, plus method_fami.json
+for FaMI), then the same with evaluate.json; the commands are printed so a user can rerun any of them.
+The bundle's folder is an argument (``bundle=``, ``--bundle`` of ``python -m fairmonai.demo``); its
+default, ``bundles/oct_glaucoma_fami``, is taken from the current directory (the repository's root),
+never from where the package is installed, and a missing folder is an error naming the path. Both models share one synthetic cohort and one seed, so only the loss differs.
 
 Demo settings (not the paper's; chosen so two models train in about ten minutes on a 2-core CPU):
 volumes of 32^3, batch 16, ``demo_epochs`` epochs, SGD with learning rate 0.01 and momentum 0.9 (the
@@ -22,10 +24,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .experiments.runs import bundle_command as experiment_command
+from .experiments.runs import check_bundle
 
 __all__ = ["ALL_MODELS", "BUNDLE", "DEMO_OVERRIDES", "bundle_command", "run_bundle_demo", "side_by_side"]
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "oct_glaucoma_fami"
+#: The OCT bundle used when none is given: relative to the current directory (the repository's layout).
+BUNDLE = Path("bundles/oct_glaucoma_fami")
 DEMO_OVERRIDES = {
     "image_size": "[32,32,32]",
     "batch_size": "16",
@@ -44,9 +48,10 @@ ALL_MODELS = {
 }
 
 
-def bundle_command(configs: Sequence[str], bundle_root: Path, overrides: dict[str, str]) -> list[str]:
-    """The ``python -m monai.bundle run`` command line for ``configs`` of the OCT bundle."""
-    return experiment_command(BUNDLE, configs, bundle_root, overrides)
+def bundle_command(configs: Sequence[str], bundle_root: Path, overrides: dict[str, str],
+                   bundle: str | Path = BUNDLE) -> list[str]:
+    """The ``python -m monai.bundle run`` command line for ``configs`` of the OCT bundle in folder ``bundle``."""
+    return experiment_command(Path(bundle), configs, bundle_root, overrides)
 
 
 def _run(cmd: list[str], log: Path, show: Sequence[str]) -> None:
@@ -82,10 +87,17 @@ def side_by_side(reports: dict[str, dict], attribute: str = "race") -> str:
 
 
 def run_bundle_demo(out: str | Path, *, epochs: int = 10, seed: int = 0, extra: dict[str, str] | None = None,
-                    models: dict[str, list[str]] | None = None, reuse: bool = False) -> dict:
-    """Train and evaluate ``models`` (default DN and FaMI-DN); return ``{model: report dict}`` and print
-    the comparison. With ``reuse``, a model that already has a test report in ``out`` is not trained
-    again (the experiments use this to resume; ``make demo`` always trains)."""
+                    models: dict[str, list[str]] | None = None, reuse: bool = False,
+                    bundle: str | Path = BUNDLE) -> dict:
+    """Train and evaluate ``models`` (default DN and FaMI-DN) of the OCT bundle in folder ``bundle``
+    (relative paths from the current directory); return ``{model: report dict}`` and print the
+    comparison. With ``reuse``, a model that already has a test report in ``out`` is not trained again
+    (the experiments use this to resume; ``make demo`` always trains).
+
+    Raises:
+        BundleNotFound: ``bundle`` is missing or has no ``configs/metadata.json``.
+    """
+    bundle = check_bundle(bundle)
     models = MODELS if models is None else models
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -100,9 +112,9 @@ def run_bundle_demo(out: str | Path, *, epochs: int = 10, seed: int = 0, extra: 
             root.mkdir(exist_ok=True)
             print(f"[{i}/{len(models)}] {name}: train {epochs} epochs, then evaluate the last model on the test split",
                   flush=True)
-            _run(bundle_command(configs, root, {**overrides, "overwrite": "True"}), root / "train.log",
+            _run(bundle_command(configs, root, {**overrides, "overwrite": "True"}, bundle), root / "train.log",
                  show=("Metrics -- val_auc",))
-            _run(bundle_command([*configs, "evaluate.json"], root, overrides), root / "evaluate.log",
+            _run(bundle_command([*configs, "evaluate.json"], root, overrides, bundle), root / "evaluate.log",
                  show=("fairness report written",))
         reports[name] = json.loads(report.read_text())
     first = next(iter(reports.values()))

@@ -1,6 +1,9 @@
 """``make demo``: the OCT glaucoma bundle's DN and FaMI-DN on the synthetic cohort (:mod:`fairmonai.bundle_demo`),
 or with ``--quick`` a one-minute baseline: synthetic OCT cohort -> logistic regression -> fairness report.
 
+The bundle's folder is ``--bundle`` (default ``bundles/oct_glaucoma_fami`` from the current directory,
+so run it from the repository's root or pass the folder); ``--quick`` needs no bundle.
+
 The quick baseline runs the whole data-to-report chain in well under a minute on a laptop CPU:
 
 1. :func:`fairmonai.data.synth.make_oct_glaucoma` writes a cohort in which glaucoma prevalence
@@ -96,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-bootstrap", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=10, help="epochs per model of the bundle demo")
+    parser.add_argument("--bundle", default="bundles/oct_glaucoma_fami",
+                        help="the OCT bundle's folder (default: bundles/oct_glaucoma_fami, relative to the current "
+                             "directory, i.e. the repository's root); not used with --quick")
     parser.add_argument("--quick", action="store_true",
                         help="the one-minute baseline (logistic regression) instead of training the bundle")
     args = parser.parse_args(argv)
@@ -103,8 +109,13 @@ def main(argv: list[str] | None = None) -> int:
         run_demo(args.out, n=args.n, seed=args.seed, n_bootstrap=args.n_bootstrap)
     else:
         from .bundle_demo import run_bundle_demo
+        from .experiments.runs import BundleNotFound
 
-        run_bundle_demo(args.out, epochs=args.epochs, seed=args.seed)
+        try:
+            run_bundle_demo(args.out, epochs=args.epochs, seed=args.seed, bundle=args.bundle)
+        except BundleNotFound as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -14,6 +14,10 @@ once. (Choosing on the test split would make the test score optimistic; STYLE.md
 
     python -m fairmonai.experiments.fairmedseg sweep --out runs/sweep --net unet --seed 0 --score-test
 
+Both commands take the bundle's folder with ``--bundle`` (default ``bundles/mama_mia_fairmedseg``,
+relative to the current directory, i.e. run from the repository's root); a missing folder, or one
+without ``configs/metadata.json``, is an error naming the path.
+
 Each (network, method, seed[, alpha, minsup]) is a :class:`~fairmonai.experiments.runs.BundleRun` in its
 own folder: calling the command again skips finished runs and resumes an interrupted one. Runs with
 the same seed share one data folder (``<out>/data/seed<seed>``), so a synthetic cohort is drawn once
@@ -34,10 +38,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .runs import BundleRun, RunFailed, run_bundle_unit
+from .runs import BundleRun, RunFailed, check_bundle, run_bundle_unit
 
 __all__ = [
-    "BUNDLE",
+    "DEFAULT_BUNDLE",
     "NETWORKS",
     "METHODS",
     "SCORES",
@@ -49,7 +53,9 @@ __all__ = [
     "main",
 ]
 
-BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "mama_mia_fairmedseg"
+#: The bundle used when none is given: a path relative to the current directory (this is the
+#: repository's layout; run from its root, or pass ``bundle=`` / ``--bundle``).
+DEFAULT_BUNDLE = "bundles/mama_mia_fairmedseg"
 #: Network overlays of the bundle.
 NETWORKS = {"unet": (), "segresnet": ("net_segresnet.json",), "swinunetr": ("net_swinunetr.json",)}
 #: Method overlays of the bundle.
@@ -94,7 +100,7 @@ def _write(df: pd.DataFrame, out: Path, stem: str, md_lines: list[str]) -> None:
 
 def table1(out: str | Path, *, seeds: Sequence[int] = (0, 1, 2), nets: Sequence[str] = tuple(NETWORKS),
            methods: Sequence[str] = tuple(METHODS), overrides: Mapping[str, object] | None = None,
-           bundle: str | Path = BUNDLE, echo: bool = True) -> pd.DataFrame:
+           bundle: str | Path = DEFAULT_BUNDLE, echo: bool = True) -> pd.DataFrame:
     """Train and test-score every (network, method, seed); write ``table1.csv`` and ``table1.md``, and
     (with both methods) the Figure 2 heatmaps per network: test Dice per age group x breast density and
     age group x menopausal status cell for base, FairMedSeg and their difference, pooled over the seeds
@@ -102,6 +108,11 @@ def table1(out: str | Path, *, seeds: Sequence[int] = (0, 1, 2), nets: Sequence[
 
     Returns:
         One row per run: ``net``, ``method``, ``seed``, the :data:`SCORES` columns, ``run_dir``.
+
+    ``bundle`` is the MAMA-MIA bundle's folder; a relative path is taken from the current directory.
+
+    Raises:
+        ValueError: an unknown network or method.
     """
     out = Path(out)
     extra = dict(overrides or {})
@@ -136,7 +147,7 @@ def table1(out: str | Path, *, seeds: Sequence[int] = (0, 1, 2), nets: Sequence[
 
 def sweep(out: str | Path, *, net: str = "unet", seed: int = 0, alphas: Sequence[float] = SWEEP_ALPHAS,
           minsups: Sequence[float] = SWEEP_MINSUPS, score_test: bool = False,
-          overrides: Mapping[str, object] | None = None, bundle: str | Path = BUNDLE,
+          overrides: Mapping[str, object] | None = None, bundle: str | Path = DEFAULT_BUNDLE,
           echo: bool = True) -> tuple[pd.DataFrame, dict]:
     """FairMedSeg over ``alphas x minsups``, each scored on the validation split; choose by validation TS.
 
@@ -147,6 +158,11 @@ def sweep(out: str | Path, *, net: str = "unet", seed: int = 0, alphas: Sequence
         ``(table, choice)``: one row per pair with the validation scores; ``choice`` with the chosen
         ``alpha``, ``minsup``, its validation scores and (``score_test``) its test scores, also written to
         ``sweep_choice.json``.
+
+    ``bundle`` is the MAMA-MIA bundle's folder; a relative path is taken from the current directory.
+
+    Raises:
+        ValueError: an unknown ``net``.
     """
     out = Path(out)
     extra = dict(overrides or {})
@@ -210,17 +226,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--score-test", action="store_true", help="score the chosen pair on the test split, once")
     for p in (t, s):
         p.add_argument("--out", required=True, help="output folder (one sub-folder per run)")
+        p.add_argument("--bundle", default=DEFAULT_BUNDLE,
+                       help=f"the MAMA-MIA bundle's folder (default: {DEFAULT_BUNDLE}, relative to the current directory)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="bundle override for every run (JSON values), e.g. epochs=20")
     args = parser.parse_args(argv)
     extra = _parse_set(args.set)
     try:
+        args.bundle = check_bundle(args.bundle)
         if args.command == "table1":
-            table1(args.out, seeds=args.seeds, nets=args.nets, methods=args.methods, overrides=extra)
+            table1(args.out, seeds=args.seeds, nets=args.nets, methods=args.methods, overrides=extra,
+                   bundle=args.bundle)
             print((Path(args.out) / "table1.md").read_text())
         else:
             sweep(args.out, net=args.net, seed=args.seed, alphas=args.alphas, minsups=args.minsups,
-                  score_test=args.score_test, overrides=extra)
+                  score_test=args.score_test, overrides=extra, bundle=args.bundle)
             print((Path(args.out) / "sweep.md").read_text())
     except (RunFailed, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -26,10 +26,32 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["BundleRun", "RunFailed", "run_bundle_unit", "bundle_command"]
+__all__ = ["BundleNotFound", "BundleRun", "RunFailed", "check_bundle", "run_bundle_unit", "bundle_command"]
 
 #: Log lines echoed while a unit runs.
 ECHO = ("Metrics --", "SubgroupReweighting: epoch", "written to", "Restored all variables")
+
+
+class BundleNotFound(ValueError):
+    """A bundle path that is missing or is not a bundle folder (no ``configs/metadata.json``)."""
+
+
+def check_bundle(bundle: str | Path, *, option: str = "--bundle") -> Path:
+    """The absolute path of the bundle folder ``bundle`` (a relative path is taken from the current
+    directory, never from the package's location).
+
+    Raises:
+        BundleNotFound: ``bundle`` does not exist or has no ``configs/metadata.json``; the message
+            names the path and the option (``option``) that sets it.
+    """
+    path = Path(bundle).expanduser().resolve()
+    if not path.is_dir():
+        where = "" if Path(bundle).expanduser().is_absolute() else f" ('{bundle}' taken from the current directory)"
+        raise BundleNotFound(f"bundle folder {path} does not exist{where}; pass the bundle's folder with {option}")
+    if not (path / "configs" / "metadata.json").is_file():
+        raise BundleNotFound(f"{path} is not a bundle folder: it has no configs/metadata.json; pass the bundle's "
+                             f"folder with {option}")
+    return path
 
 
 class RunFailed(RuntimeError):
