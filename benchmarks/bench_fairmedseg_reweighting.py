@@ -7,7 +7,8 @@ largest ``|divergence|`` of the subgroups the case belongs to. This script times
 against the time of one training epoch of ``bundles/mama_mia_fairmedseg``'s network.
 
 **Cases.** The real MAMA-MIA clinical table (1,506 cases) when it is present (default
-/work/shared/real_metadata/mama_mia/..., read where it lies, never copied into the repository), with
+../shared/real_metadata/mama_mia/... beside the repository, or ``--table PATH``; read where it lies,
+never copied into the repository), with
 the attributes derived as ``benchmarks/bench_subgroups.py`` derives them (missing -> ``unknown``).
 Split: 1,200 training / 306 validation cases, the sizes of the official MAMA-MIA split
 (``train_test_splits.csv``, train 1,200 / test 306; the bundle validates on the official test part).
@@ -74,7 +75,9 @@ from fairmonai.data.attributes import age_to_group, normalise_density, normalise
 from fairmonai.data.manifest import EXCLUDED_VALUE
 from fairmonai.handlers import SubgroupReweighting, divergence_weights
 
-DEFAULT_TABLE = "/work/shared/real_metadata/mama_mia/clinical_and_imaging_info_v2_dataset_info.csv"
+#: The shared data folder beside the repository (``../shared``), found from this script, not a machine path.
+DEFAULT_TABLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "shared",
+                             "real_metadata", "mama_mia", "clinical_and_imaging_info_v2_dataset_info.csv")
 CHALLENGE_ATTRIBUTES = ["age_group", "menopausal_status", "breast_density"]
 EXTRA_CHOICES = ("dataset", "ethnicity", "bmi_group", "pcr")
 DEFAULT_EXTRA = ["dataset", "ethnicity", "bmi_group"]

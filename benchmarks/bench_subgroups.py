@@ -9,13 +9,14 @@ find the same itemsets with equal divergences; prints the median time of several
 
     python benchmarks/bench_subgroups.py [--table PATH] [--minsup 0.001] [--repeats 5] [--seed 0]
 
-The table is read where it lies (default: /work/shared/real_metadata/mama_mia/...); it is not copied
-into the repository.
+The table is read where it lies (default: ../shared/real_metadata/mama_mia/... beside the
+repository, or ``--table PATH``); it is not copied into the repository.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -28,7 +29,9 @@ from fairmonai.data.attributes import age_to_group, normalise_density, normalise
 from fairmonai.data.manifest import EXCLUDED_VALUE
 from fairmonai.metrics._subgroups import subgroup_divergence
 
-DEFAULT_TABLE = "/work/shared/real_metadata/mama_mia/clinical_and_imaging_info_v2_dataset_info.csv"
+#: The shared data folder beside the repository (``../shared``), found from this script, not a machine path.
+DEFAULT_TABLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "shared",
+                             "real_metadata", "mama_mia", "clinical_and_imaging_info_v2_dataset_info.csv")
 CHALLENGE_ATTRIBUTES = ["age_group", "menopausal_status", "breast_density"]
 WIDE_ATTRIBUTES = CHALLENGE_ATTRIBUTES + ["dataset", "ethnicity", "bmi_group"]
 

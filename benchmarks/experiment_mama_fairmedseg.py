@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from fairmonai.experiments.fairmedseg import SCORES, table1
+from fairmonai.experiments.runs import check_bundle
 
 HARD = "age_group=61-70,breast_density=b"
 
@@ -49,10 +50,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--n", type=int, default=400)
     parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--bundle", default="bundles/mama_mia_fairmedseg",
+                        help="the bundle's folder (default: bundles/mama_mia_fairmedseg, from the current directory)")
     parser.add_argument("--out", default="benchmarks/results/mama_fairmedseg")
     args = parser.parse_args()
     out = Path(args.out)
-    df = table1(out, seeds=args.seeds, nets=["unet"], overrides=cohort_overrides(args.n, args.epochs))
+    df = table1(out, seeds=args.seeds, nets=["unet"], overrides=cohort_overrides(args.n, args.epochs),
+                bundle=check_bundle(args.bundle))
     rows = []
     for r in df.itertuples():
         rows.append({**r._asdict(), **hard_subgroup_dice(Path(r.run_dir), out / "data" / f"seed{r.seed}")})

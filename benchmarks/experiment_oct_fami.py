@@ -50,6 +50,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--bundle", default="bundles/oct_glaucoma_fami",
+                        help="the bundle's folder (default: bundles/oct_glaucoma_fami, from the current directory)")
     parser.add_argument("--out", default="benchmarks/results/oct_fami")
     parser.add_argument("--prevalence", default=None,
                         help="synthetic_cohort prevalence override, e.g. 0.5 (default: the bundle's per-race values)")
@@ -70,7 +72,8 @@ def main() -> None:
         run_dir = out / f"seed{seed}"
         files = {m: run_dir / m / "eval" / "report_test" / "report.json" for m in models}
         if not all(f.is_file() for f in files.values()):
-            run_bundle_demo(run_dir, epochs=args.epochs, seed=seed, extra=extra, models=models, reuse=True)
+            run_bundle_demo(run_dir, epochs=args.epochs, seed=seed, extra=extra, models=models, reuse=True,
+                            bundle=args.bundle)
         for m, f in files.items():
             rep = json.loads(f.read_text())
             for k, path in KEYS.items():
