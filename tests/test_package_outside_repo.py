@@ -135,3 +135,54 @@ def test_wheel_runs_the_oct_bundle_outside_the_repository(tmp_path_factory):
     assert report.is_file()
     assert json.loads(report.read_text())["attributes"]["race"]["n_samples"] > 0
     print("\n".join(log))
+
+
+def test_fairmonai_manifests_adds_and_replaces_a_schema(tmp_path, monkeypatch):
+    from fairmonai.data.manifest import ManifestError
+
+    shipped = json.loads((resources.files("fairmonai.data.schemas") / "oct_glaucoma.json").read_text())
+    (tmp_path / "site_ds").mkdir()
+    (tmp_path / "site_ds" / "schema.json").write_text(json.dumps({**shipped, "name": "site_ds"}))
+    (tmp_path / "oct_glaucoma").mkdir()
+    (tmp_path / "oct_glaucoma" / "schema.json").write_text(json.dumps({**shipped, "id_column": "eye_id"}))
+    monkeypatch.setenv("FAIRMONAI_MANIFESTS", str(tmp_path))
+    assert load_schema("site_ds").name == "site_ds"
+    assert load_schema("oct_glaucoma").id_column == "eye_id"
+    assert load_schema("mama_mia").name == "mama_mia"  # still shipped
+    assert load_schema(tmp_path / "site_ds" / "schema.json").name == "site_ds"  # a path still works
+    with pytest.raises(ManifestError, match=r"no schema for dataset 'nope'; known datasets: \['fitzpatrick17k', "
+                                            r"'isic2020', 'mama_mia', 'oct_glaucoma', 'rectal_mri', 'site_ds'\]"):
+        load_schema("nope")
+    monkeypatch.delenv("FAIRMONAI_MANIFESTS")
+    assert load_schema("oct_glaucoma").id_column == shipped["id_column"]
+
+
+def test_check_bundle_names_the_path_and_the_option(tmp_path, monkeypatch):
+    from fairmonai.experiments.runs import BundleNotFound, check_bundle
+
+    assert check_bundle(REPO / "bundles" / "oct_glaucoma_fami") == REPO / "bundles" / "oct_glaucoma_fami"
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(BundleNotFound) as err:
+        check_bundle("bundles/oct_glaucoma_fami")
+    assert str(err.value) == (f"bundle folder {tmp_path / 'bundles' / 'oct_glaucoma_fami'} does not exist "
+                              "('bundles/oct_glaucoma_fami' taken from the current directory); pass the bundle's "
+                              "folder with --bundle")
+    (tmp_path / "b" / "configs").mkdir(parents=True)
+    with pytest.raises(BundleNotFound) as err:
+        check_bundle(tmp_path / "b", option="bundle=")
+    assert str(err.value) == (f"{tmp_path / 'b'} is not a bundle folder: it has no configs/metadata.json; pass the "
+                              "bundle's folder with bundle=")
+    monkeypatch.chdir(REPO)
+    assert check_bundle("bundles/mama_mia_fairmedseg") == REPO / "bundles" / "mama_mia_fairmedseg"
+
+
+def test_commands_refuse_a_missing_bundle_before_any_work(tmp_path, monkeypatch, capsys):
+    from fairmonai.demo import main as demo_main
+    from fairmonai.experiments.fairmedseg import main as fairmedseg_main
+
+    monkeypatch.chdir(tmp_path)  # outside the repository: the default bundle folders are not here
+    assert demo_main(["--out", str(tmp_path / "demo"), "--epochs", "1"]) == 2
+    assert "bundle folder " + str(tmp_path / "bundles" / "oct_glaucoma_fami") + " does not exist" in capsys.readouterr().err
+    assert fairmedseg_main(["table1", "--out", str(tmp_path / "t1"), "--bundle", str(tmp_path)]) == 2
+    assert f"{tmp_path} is not a bundle folder: it has no configs/metadata.json" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written
