@@ -98,6 +98,8 @@ def test_metadata_validates_offline(bundle):
     assert meta["version"] in meta["changelog"], "the version must have a changelog entry"
     assert (bundle / "LICENSE").is_file() and (bundle / "docs" / "README.md").is_file()
     verify_metadata(meta_file=str(bundle / "configs" / "metadata.json"), filepath=str(SCHEMA))
+    # the copy the bundle ships for its documented offline verify_metadata command is this schema
+    assert json.loads((bundle / "docs" / "meta_schema.json").read_text()) == json.loads(SCHEMA.read_text())
 
 
 @pytest.mark.parametrize("bundle", BUNDLES, ids=_ids(BUNDLES))
