@@ -113,7 +113,10 @@ def test_wheel_runs_the_oct_bundle_outside_the_repository(tmp_path_factory):
     assert REPO not in base.parents
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "FAIRMONAI_MANIFESTS")}
     log: list[str] = []
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", str(REPO), "-w", str(base / "dist")], base, env, log)
+    src = base / "src"  # build from a copy: setuptools writes build/ and *.egg-info beside the sources
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__",
+                                                             ".pytest_cache", "bundles", "tests", "benchmarks"))
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", str(src), "-w", str(base / "dist")], base, env, log)
     wheel, = (base / "dist").glob("fairmonai-*.whl")
     _run([sys.executable, "-m", "venv", str(base / "venv")], base, env, log)
     py = str(base / "venv" / "bin" / "python")
