@@ -2,7 +2,7 @@
 
 One module per dataset; each ``convert_*`` function returns a :class:`Conversion` (the manifest as
 a table of strings plus the rows dropped and why) and :func:`write_manifest` writes it atomically
-after validating it against ``data_manifests/<dataset>/schema.json``. The command line::
+after validating it against ``fairmonai/data/schemas/<dataset>.json``. The command line::
 
     python -m fairmonai.data.convert <dataset> <source...> --out manifest.csv [options]
 

@@ -53,7 +53,7 @@ class Conversion:
     """A converted manifest before it is written.
 
     Attributes:
-        dataset: the schema name (``data_manifests/<dataset>/schema.json``).
+        dataset: the schema name (``fairmonai/data/schemas/<dataset>.json``).
         table: one row per case, every cell a string (``""`` = missing), the manifest's columns.
         dropped: reason -> number of input rows left out for it, in the order met.
         notes: other facts for the summary (sources used, imputations, ignored entries).

@@ -2,7 +2,7 @@
 
 ``make_cohort(dataset, out_dir, n, seed, **knobs)`` writes the images (NIfTI for 3D volumes, PNG
 for 2D photos), ``cohort.json`` (knobs, seed, shapes, counts per group x label) and, last,
-``manifest.csv``, valid under ``data_manifests/<dataset>/schema.json`` with ``split``
+``manifest.csv``, valid under ``fairmonai/data/schemas/<dataset>.json`` with ``split``
 (train/test, 70 % of each label x group stratum in train) and ``fold`` (0-4, training rows only)
 columns from :func:`fairmonai.data.assign_splits`. The same seed gives byte-identical files.
 
