@@ -5,7 +5,8 @@ Each model is one ``python -m monai.bundle run`` of the OCT bundle (train.json, 
 for FaMI), then the same with evaluate.json; the commands are printed so a user can rerun any of them.
 The bundle's folder is an argument (``bundle=``, ``--bundle`` of ``python -m fairmonai.demo``); its
 default, ``bundles/oct_glaucoma_fami``, is taken from the current directory (the repository's root),
-never from where the package is installed, and a missing folder is an error naming the path. Both models share one synthetic cohort and one seed, so only the loss differs.
+never from where the package is installed, and a missing folder is an error naming the path. Both
+models share one synthetic cohort and one seed, so only the loss differs.
 
 Demo settings (not the paper's; chosen so two models train in about ten minutes on a 2-core CPU):
 volumes of 32^3, batch 16, ``demo_epochs`` epochs, SGD with learning rate 0.01 and momentum 0.9 (the

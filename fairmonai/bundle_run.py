@@ -54,6 +54,7 @@ __all__ = [
     "check_evaluation_run",
     "check_inference_run",
     "check_training_run",
+    "file_sha256",
     "load_run_record",
     "recorded_manifest",
     "unknown_overrides",

@@ -26,13 +26,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import InputError
+
 __all__ = ["BundleNotFound", "BundleRun", "RunFailed", "check_bundle", "run_bundle_unit", "bundle_command"]
 
 #: Log lines echoed while a unit runs.
 ECHO = ("Metrics --", "SubgroupReweighting: epoch", "written to", "Restored all variables")
 
 
-class BundleNotFound(ValueError):
+class BundleNotFound(InputError):
     """A bundle path that is missing or is not a bundle folder (no ``configs/metadata.json``)."""
 
 
