@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections.abc import Mapping
 from importlib import resources
@@ -65,6 +64,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import InputError
+from ..attribute_codes import EXCLUDED_CODE, EXCLUDED_VALUE, MISSING_TOKENS, code_key, is_missing
 
 __all__ = [
     "MISSING_TOKENS",
@@ -85,9 +85,6 @@ __all__ = [
     "is_missing",
 ]
 
-MISSING_TOKENS = frozenset({"", "nan", "NaN", "NA", "N/A", "null", "None"})
-EXCLUDED_CODE = -1
-EXCLUDED_VALUE = "unknown"
 MISSING_POLICIES = ("error", "category", "exclude")
 SPLITS = ("train", "val", "test")
 LABEL_KINDS = ("class", "mask")
@@ -129,15 +126,6 @@ class ManifestError(InputError):
         if column is not None:
             where.append(f"column '{column}'")
         super().__init__(f"{', '.join(where)}: {message}" if where else message)
-
-
-def is_missing(value) -> bool:
-    """True for an empty cell or a missing-value token (see :data:`MISSING_TOKENS`)."""
-    if value is None:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return str(value).strip() in MISSING_TOKENS
 
 
 @dataclass(frozen=True)
@@ -444,7 +432,7 @@ def read_manifest_records(
                     value = spec.missing_category
                 else:
                     records[i][name] = EXCLUDED_VALUE
-                    records[i][f"{name}_code"] = EXCLUDED_CODE
+                    records[i][code_key(name)] = EXCLUDED_CODE
                     continue
             if value not in spec.categories:
                 raise ManifestError(
@@ -452,7 +440,7 @@ def read_manifest_records(
                     file=path, row=line(i), column=name,
                 )
             records[i][name] = value
-            records[i][f"{name}_code"] = spec.code_of(value)
+            records[i][code_key(name)] = spec.code_of(value)
         if spec.missing != "error":
             missing[name] = (spec.missing, spec.missing_category, frozenset(without_value))
 
