@@ -86,3 +86,8 @@ _SUBGROUPS = [
     "max_abs_divergence_per_sample",
 ]
 __all__ = _CLASSIFICATION + _SEGMENTATION + _SUBGROUPS
+
+# the k-NN mutual-information estimate that PenaltyCurveLogger logs
+from ._mutual_information import KNN_MI_ESTIMATORS, knn_mutual_information  # noqa: E402
+
+__all__ += ["KNN_MI_ESTIMATORS", "knn_mutual_information"]
