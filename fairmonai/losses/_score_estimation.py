@@ -51,10 +51,11 @@ from itertools import combinations_with_replacement
 from typing import NamedTuple
 
 import torch
-from monai.utils import look_up_option
+
+from ..attribute_codes import EXCLUDED_CODE
+from ..validation import check_float, check_int, look_up_named_option
 
 __all__ = [
-    "EXCLUDED_CODE",
     "BASES",
     "SMALL_GROUP_OPTIONS",
     "RANK_RTOL",
@@ -68,22 +69,14 @@ __all__ = [
     "BATCH_MISMATCH_MSG",
     "NOT_INTEGER_CODES_MSG",
     "NEGATIVE_CODE_MSG",
-    "BAD_INT_MSG",
-    "BAD_FLOAT_MSG",
-    "BAD_OPTION_MSG",
     "MARGINAL_UNFITTED_MSG",
     "ScoreFit",
-    "check_option",
-    "check_int",
-    "check_float",
     "check_penalty_inputs",
     "polynomial_score",
     "spectral_stein_score",
     "score_function_difference",
 ]
 
-#: group code of a sample excluded by the missing-value policy (as :mod:`fairmonai.data.manifest`).
-EXCLUDED_CODE = -1
 #: allowed values of ``basis`` of :func:`polynomial_score`.
 BASES = ("per_dimension", "multivariate")
 #: allowed values of ``small_group`` of :func:`polynomial_score` (what an undefined fit gives).
@@ -107,9 +100,6 @@ NOT_INTEGER_CODES_MSG = "sensitive must hold integer group codes; got {what}"
 NEGATIVE_CODE_MSG = (
     "sensitive holds negative group code(s) {codes}; only -1 (excluded by the missing-value policy) is allowed"
 )
-BAD_INT_MSG = "{name} must be an int >= {low}; got {value!r}"
-BAD_FLOAT_MSG = "{name} must be a finite number {cond}; got {value!r}"
-BAD_OPTION_MSG = "unknown {name} {value!r}: {detail}"
 MARGINAL_UNFITTED_MSG = (
     "the marginal score could not be fitted on {n} samples of dimension {d} (too few samples, or too few "
     "distinct values, for the estimator's basis; for FaMI use a lower degree, basis='per_dimension' or a "
@@ -135,39 +125,7 @@ class ScoreFit(NamedTuple):
     order: int
 
 
-# ------------------------------------------------------------------ argument checks
-
-
-def check_option(value, allowed, name: str) -> str:
-    """``look_up_option`` with the parameter's name in the error (``ValueError`` listing ``allowed``)."""
-    try:
-        return look_up_option(value, allowed)
-    except ValueError as err:
-        raise ValueError(BAD_OPTION_MSG.format(name=name, value=value, detail=str(err).strip())) from err
-
-
-def check_int(value, name: str, low: int) -> int:
-    """Return ``value`` if it is an ``int`` (not a bool) ``>= low``; ``TypeError``/``ValueError`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(BAD_INT_MSG.format(name=name, low=low, value=value))
-    if value < low:
-        raise ValueError(BAD_INT_MSG.format(name=name, low=low, value=value))
-    return value
-
-
-def check_float(value, name: str, *, low: float = 0.0, high: float | None = None, strict: bool = False) -> float:
-    """Return ``float(value)`` if it is a finite real in ``[low, high]`` (``(low, high]`` if ``strict``)."""
-    if high is None:
-        cond = f"> {low}" if strict else f">= {low}"
-    else:
-        cond = f"in ({low}, {high}]" if strict else f"in [{low}, {high}]"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(BAD_FLOAT_MSG.format(name=name, cond=cond, value=value))
-    v = float(value)
-    bad = not math.isfinite(v) or (v <= low if strict else v < low) or (high is not None and v > high)
-    if bad:
-        raise ValueError(BAD_FLOAT_MSG.format(name=name, cond=cond, value=value))
-    return v
+# ------------------------------------------------------------------ penalty inputs
 
 
 def check_penalty_inputs(v, sensitive, owner: str, name: str = "v") -> tuple[torch.Tensor, torch.Tensor]:
@@ -390,8 +348,8 @@ def polynomial_score(
     degree = check_int(degree, "degree", 1)
     ridge = check_float(ridge, "ridge")
     eps = check_float(eps, "eps")
-    basis = check_option(basis, BASES, "basis")
-    small_group = check_option(small_group, SMALL_GROUP_OPTIONS, "small_group")
+    basis = look_up_named_option(basis, BASES, "basis")
+    small_group = look_up_named_option(small_group, SMALL_GROUP_OPTIONS, "small_group")
     if x.ndim != 2:
         raise ValueError(BAD_X_SHAPE_MSG.format(shape=tuple(x.shape)))
     x = x.detach().to(torch.float64)

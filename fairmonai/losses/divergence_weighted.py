@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn.modules.loss import _Loss
 
-from ._score_estimation import check_float
+from ..validation import check_float
 
 __all__ = [
     "DivergenceWeightedLoss",

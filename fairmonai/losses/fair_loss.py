@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn.modules.loss import _Loss
 
-from ._score_estimation import check_float, check_option
+from ..validation import check_float, look_up_named_option
 
 __all__ = [
     "FairnessRegularizedLoss",
@@ -125,7 +125,7 @@ class FairnessRegularizedLoss(_Loss):
             raise TypeError(PENALTY_TYPE_MSG.format(type=type(penalty).__name__))
         self.mu = check_float(mu, "mu")
         if isinstance(target_transform, str):
-            target_transform = check_option(target_transform, TARGET_TRANSFORMS, "target_transform")
+            target_transform = look_up_named_option(target_transform, TARGET_TRANSFORMS, "target_transform")
         elif not callable(target_transform):
             raise TypeError(TARGET_TRANSFORM_TYPE_MSG.format(value=target_transform))
         self.loss = loss

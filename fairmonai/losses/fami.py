@@ -15,12 +15,10 @@ from functools import partial
 import torch
 from torch import nn
 
+from ..validation import check_float, check_int, look_up_named_option
 from ._score_estimation import (
     BASES,
     SMALL_GROUP_OPTIONS,
-    check_float,
-    check_int,
-    check_option,
     check_penalty_inputs,
     polynomial_score,
     score_function_difference,
@@ -195,9 +193,9 @@ class FaMIPenalty(nn.Module):
         super().__init__()
         self.degree = check_int(degree, "degree", 1)
         self.ridge = check_float(ridge, "ridge")
-        self.basis = check_option(basis, BASES, "basis")
+        self.basis = look_up_named_option(basis, BASES, "basis")
         self.eps = check_float(eps, "eps")
-        self.small_group = check_option(small_group, SMALL_GROUP_OPTIONS, "small_group")
+        self.small_group = look_up_named_option(small_group, SMALL_GROUP_OPTIONS, "small_group")
         self.last_diagnostic: dict[str, float] = {}
         self.last_sfd: torch.Tensor | None = None
 

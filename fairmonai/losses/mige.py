@@ -14,10 +14,9 @@ from functools import partial
 import torch
 from torch import nn
 
+from ..validation import check_float, check_int
 from ._score_estimation import (
     ScoreFit,
-    check_float,
-    check_int,
     check_penalty_inputs,
     score_function_difference,
     spectral_stein_score,

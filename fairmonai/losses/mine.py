@@ -14,7 +14,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ._score_estimation import check_float, check_int, check_penalty_inputs
+from ..validation import check_float, check_int
+from ._score_estimation import check_penalty_inputs
 
 __all__ = ["MINEPenalty", "IN_FEATURES_MSG", "CODE_TOO_LARGE_MSG"]
 

@@ -35,14 +35,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..validation import check_lengths, check_option
 from ._group_bootstrap import bootstrap_index_chunks, check_bootstrap_args
 from ._group_inputs import (
     METHODS,
     GroupIndex,
     as_binary_labels,
     as_binary_scores,
-    check_lengths,
-    check_option,
     encode_groups,
     to_numpy,
     warn_undefined,

@@ -42,16 +42,8 @@ from ._fami_metrics import (
     sigma_iou_result,
 )
 from ._group_bootstrap import bootstrap_index_chunks, check_bootstrap_args
-from ._group_inputs import (
-    AGGS,
-    EMPTY_INPUT_MSG,
-    LENGTH_MISMATCH_MSG,
-    METHODS,
-    as_binary_scores,
-    check_lengths,
-    check_option,
-    to_numpy,
-)
+from ..validation import EMPTY_INPUT_MSG, LENGTH_MISMATCH_MSG, check_lengths, check_option
+from ._group_inputs import AGGS, METHODS, as_binary_scores, to_numpy
 from ._group_rates import binary_rates, count_cells, prepare_counts, rate_results
 from ._group_results import (
     DisparityResult,

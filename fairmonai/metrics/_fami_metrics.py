@@ -32,8 +32,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..validation import check_option
 from ._group_bootstrap import check_bootstrap_args
-from ._group_inputs import UndefinedGroupMetricWarning, check_option, resolve_group, warn_undefined
+from ._group_inputs import UndefinedGroupMetricWarning, resolve_group, warn_undefined
 from ._group_rates import CountData, bootstrap_counts, count_cells, prepare_counts
 from ._group_results import DisparityResult, bootstrap_settings, nan_max, nan_min, safe_divide, scalar_interval
 

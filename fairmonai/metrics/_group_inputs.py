@@ -4,9 +4,10 @@ Every group metric takes per-sample arrays (numpy arrays, torch tensors or seque
 keyword-only ``sensitive_features``. This module turns them into numpy arrays, checks them before
 any work is done and holds the error messages as constants, so tests can compare exact text.
 
-Group codes follow :mod:`fairmonai.data.manifest`: integer codes ``0 .. G-1`` index the attribute's
-categories and ``-1`` marks a value excluded by the missing-value policy. Such a sample counts in the
-overall metric but in no group.
+Group codes follow :mod:`fairmonai.attribute_codes`: integer codes ``0 .. G-1`` index the attribute's
+categories and ``-1`` (``EXCLUDED_CODE``) marks a value excluded by the missing-value policy. Such a
+sample counts in the overall metric but in no group. The generic argument checks (options, lengths)
+are in :mod:`fairmonai.validation`.
 """
 
 from __future__ import annotations
@@ -17,13 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..attribute_codes import EXCLUDED_CODE
+
 __all__ = [
-    "EXCLUDED_CODE",
     "METHODS",
     "AGGS",
-    "EMPTY_INPUT_MSG",
-    "LENGTH_MISMATCH_MSG",
-    "BAD_OPTION_MSG",
     "NEGATIVE_CODE_MSG",
     "CODE_OUT_OF_RANGE_MSG",
     "NO_GROUP_MSG",
@@ -37,8 +36,6 @@ __all__ = [
     "UndefinedGroupMetricWarning",
     "GroupIndex",
     "to_numpy",
-    "check_option",
-    "check_lengths",
     "as_labels",
     "as_binary_labels",
     "as_binary_scores",
@@ -47,16 +44,11 @@ __all__ = [
     "warn_undefined",
 ]
 
-#: group code of a sample whose attribute value the missing-value policy excluded.
-EXCLUDED_CODE = -1
 #: allowed values of ``method`` (as fairlearn's ``MetricFrame.difference``).
 METHODS = ("between_groups", "to_overall")
 #: allowed values of ``agg`` (as fairlearn's ``equalized_odds_difference``).
 AGGS = ("worst_case", "mean")
 
-EMPTY_INPUT_MSG = "empty input: {name} has no samples"
-LENGTH_MISMATCH_MSG = "inconsistent numbers of samples: {first} has {n_first}, {other} has {n_other}"
-BAD_OPTION_MSG = "unknown {name} {value!r}; allowed values: {allowed}"
 NEGATIVE_CODE_MSG = (
     "sensitive_features holds negative group code(s) {codes}; only -1 (excluded by the missing-value "
     "policy) is allowed"
@@ -93,33 +85,6 @@ def to_numpy(x, name: str) -> np.ndarray:
     if arr.dtype == object and arr.ndim == 1 and arr.size and isinstance(arr.flat[0], np.ndarray):
         arr = np.stack(list(arr))
     return arr
-
-
-def check_option(value, allowed: Sequence[str], name: str) -> str:
-    """Return ``value`` if it is one of ``allowed``, else raise ``ValueError`` naming both."""
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(BAD_OPTION_MSG.format(name=name, value=value, allowed=list(allowed)))
-    return value
-
-
-def check_lengths(**arrays) -> int:
-    """Check that every given array has the same number of samples (first dimension).
-
-    ``None`` values are skipped. Returns the common length.
-
-    Raises:
-        ValueError: two lengths differ (the message names both arrays and lengths), or no samples.
-    """
-    items = [(k, v) for k, v in arrays.items() if v is not None]
-    first, a = items[0]
-    n = a.shape[0] if a.ndim else 1
-    for other, b in items[1:]:
-        m = b.shape[0] if b.ndim else 1
-        if m != n:
-            raise ValueError(LENGTH_MISMATCH_MSG.format(first=first, n_first=n, other=other, n_other=m))
-    if n == 0:
-        raise ValueError(EMPTY_INPUT_MSG.format(name=first))
-    return n
 
 
 def as_labels(y: np.ndarray, name: str, *, threshold: float | None = None) -> np.ndarray:

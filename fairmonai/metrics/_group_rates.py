@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..validation import check_lengths, check_option
 from ._group_bootstrap import bootstrap_index_chunks, check_bootstrap_args
 from ._group_inputs import (
     AGGS,
@@ -49,8 +50,6 @@ from ._group_inputs import (
     GroupIndex,
     as_binary_labels,
     as_labels,
-    check_lengths,
-    check_option,
     encode_groups,
     to_numpy,
 )

@@ -20,13 +20,8 @@ from fairmonai.metrics._group_bootstrap import (
     BAD_N_BOOTSTRAP_MSG,
     bootstrap_index_chunks,
 )
-from fairmonai.metrics._group_inputs import (
-    BAD_OPTION_MSG,
-    BAD_SHAPE_MSG,
-    EMPTY_INPUT_MSG,
-    LENGTH_MISMATCH_MSG,
-    UndefinedGroupMetricWarning,
-)
+from fairmonai.metrics._group_inputs import BAD_SHAPE_MSG, UndefinedGroupMetricWarning
+from fairmonai.validation import BAD_OPTION_MSG, EMPTY_INPUT_MSG, LENGTH_MISMATCH_MSG
 
 # Hand example, two groups:
 #   A: y = 0 0 1 1, s = 0.1 0.4 0.35 0.8: positive 0.35 beats 0.1 only, 0.8 beats both -> 3/4

@@ -18,14 +18,9 @@ from fairmonai.metrics._fami_metrics import (
     compute_eom,
     compute_sigma_iou,
 )
-from fairmonai.metrics._group_inputs import (
-    BAD_OPTION_MSG,
-    EMPTY_INPUT_MSG,
-    LENGTH_MISMATCH_MSG,
-    UNKNOWN_GROUP_MSG,
-    UndefinedGroupMetricWarning,
-)
+from fairmonai.metrics._group_inputs import UNKNOWN_GROUP_MSG, UndefinedGroupMetricWarning
 from fairmonai.metrics._group_rates import LABEL_OUT_OF_RANGE_MSG
+from fairmonai.validation import BAD_OPTION_MSG, EMPTY_INPUT_MSG, LENGTH_MISMATCH_MSG
 
 # Three classes, three groups.
 # G0: y = 0 0 1 1 2 2,       p = 0 0 1 0 2 1

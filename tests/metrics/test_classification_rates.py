@@ -17,11 +17,8 @@ from fairlearn.metrics import (
 )
 
 from fairmonai.metrics._group_inputs import (
-    BAD_OPTION_MSG,
     CODE_OUT_OF_RANGE_MSG,
-    EMPTY_INPUT_MSG,
     GROUP_NAMES_TYPE_MSG,
-    LENGTH_MISMATCH_MSG,
     NEGATIVE_CODE_MSG,
     NO_GROUP_MSG,
     NOT_BINARY_MSG,
@@ -39,6 +36,7 @@ from fairmonai.metrics._group_rates import (
     selection_rate_by_group,
     true_positive_rate_by_group,
 )
+from fairmonai.validation import BAD_OPTION_MSG, EMPTY_INPUT_MSG, LENGTH_MISMATCH_MSG
 
 # Hand example. Group A (code 0), group B (code 1), one sample excluded (code -1).
 #   A: y = 1 1 1 0 0, p = 1 1 0 1 0 -> TP 2, FN 1, FP 1, TN 1: TPR 2/3, FPR 1/2, SR 3/5

@@ -13,12 +13,7 @@ from fairmonai.metrics._classification import (
     classification_fairness_summary,
 )
 from fairmonai.metrics._fami_metrics import compute_eodd, compute_eom, compute_sigma_iou
-from fairmonai.metrics._group_inputs import (
-    BAD_OPTION_MSG,
-    EMPTY_INPUT_MSG,
-    LENGTH_MISMATCH_MSG,
-    UndefinedGroupMetricWarning,
-)
+from fairmonai.metrics._group_inputs import UndefinedGroupMetricWarning
 from fairmonai.metrics._group_rates import (
     demographic_parity_difference,
     demographic_parity_ratio,
@@ -26,6 +21,7 @@ from fairmonai.metrics._group_rates import (
     equalized_odds_ratio,
     group_rates,
 )
+from fairmonai.validation import BAD_OPTION_MSG, EMPTY_INPUT_MSG, LENGTH_MISMATCH_MSG
 
 
 def _binary(seed=0, n=300):
