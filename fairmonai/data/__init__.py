@@ -17,6 +17,7 @@ from .manifest import (
 from .cohort_cache import ensure_cohort
 from .image_check import ImageCheckError, ImageReadError, check_images, find_image_problems
 from .inference import inference_datalist
+from .memory import estimate_cache_bytes, log_cache_estimate
 from .splits import assign_splits, load_datalist, strata_keys, stratified_kfold, stratified_train_test_split
 
 __all__ = [
@@ -38,6 +39,8 @@ __all__ = [
     "check_images",
     "find_image_problems",
     "inference_datalist",
+    "estimate_cache_bytes",
+    "log_cache_estimate",
     "assign_splits",
     "load_datalist",
     "strata_keys",
