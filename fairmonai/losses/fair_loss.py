@@ -38,6 +38,14 @@ REPRESENTATION_MISMATCH_MSG = (
 SENSITIVE_MISMATCH_MSG = "batch sizes differ: input has shape {input_shape} but sensitive has shape {s_shape}"
 
 
+def _as_term(value: torch.Tensor | float) -> torch.Tensor:
+    """A logged loss term as a detached tensor: a tensor is detached (its device and dtype kept), a Python
+    number becomes a 0-d float64 CPU tensor (``float()`` gives the number back exactly). No host sync."""
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    return torch.tensor(value, dtype=torch.float64)
+
+
 def _auto_target(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``(B, 1)`` class indices for ``(B, C>1)`` scores become ``(B,)`` long; anything else is unchanged."""
     if (
@@ -77,12 +85,17 @@ class FairnessRegularizedLoss(_Loss):
     penalty term added to every element, so the mean that ``SupervisedTrainer`` takes is
     ``mean(task) + mu * P``.
 
-    For logging, :attr:`last_terms` holds after each call ``task_loss`` (float), ``penalty``
-    (the surrogate's value: 0 for FaMI/MIGE, the DV estimate for MINE), ``mu`` and the penalty's
+    For logging, :attr:`last_terms` holds after each call, as detached 0-d tensors (``forward``
+    converts nothing to a Python number, so it adds no host-device synchronisation): ``task_loss``
+    (the mean task loss, on the input's device), ``penalty`` (the surrogate's value: 0 for
+    FaMI/MIGE, the DV estimate for MINE; on the device), ``mu`` and the penalty's
     ``last_diagnostic`` entries (``msq_sfd`` or ``dv``, ...; for FaMI and MIGE also
     ``n_fallback``/``n_fallback_groups``, the samples and groups whose SFD was set to 0 because a
-    fit was undefined, which :class:`fairmonai.handlers.PenaltyCurveLogger` sums per epoch). When
-    the penalty is not computed (``mu = 0`` or no penalty) only ``task_loss`` and ``mu`` are set.
+    fit was undefined, which :class:`fairmonai.handlers.PenaltyCurveLogger` sums per epoch); Python
+    numbers (``mu``, and the entries the penalty gives as numbers) become float64 CPU tensors, so
+    ``float()`` returns them unchanged. When the penalty is not computed (``mu = 0`` or no
+    penalty) only ``task_loss`` and ``mu`` are set. :class:`fairmonai.engines.FairSupervisedTrainer`
+    publishes them each iteration as ``engine.state.loss_terms``.
 
     A penalty with parameters (MINE) is a submodule, so ``loss.parameters()`` lists them: the
     bundle's optimizer must include them.
@@ -131,7 +144,7 @@ class FairnessRegularizedLoss(_Loss):
         self.loss = loss
         self.penalty = penalty
         self.target_transform = target_transform
-        self.last_terms: dict[str, float] = {}
+        self.last_terms: dict[str, torch.Tensor] = {}
 
     @property
     def active(self) -> bool:
@@ -172,7 +185,7 @@ class FairnessRegularizedLoss(_Loss):
             raise ValueError(REPRESENTATION_MISMATCH_MSG.format(input_shape=tuple(input.shape),
                                                                 rep_shape=tuple(representation.shape)))
         task = self.loss(input, self._target(input, target))
-        terms: dict[str, float] = {"task_loss": float(task.detach().mean()), "mu": self.mu}
+        terms: dict[str, torch.Tensor] = {"task_loss": task.detach().mean(), "mu": _as_term(self.mu)}
         if not self.active:
             self.last_terms = terms
             return task
@@ -180,8 +193,8 @@ class FairnessRegularizedLoss(_Loss):
             raise TypeError(MISSING_SENSITIVE_LOSS_MSG.format(penalty=type(self.penalty).__name__, mu=self.mu))
         v = representation if representation is not None else input
         pen = self.penalty(v, sensitive=sensitive)
-        terms["penalty"] = float(pen.detach())
-        terms.update(getattr(self.penalty, "last_diagnostic", {}) or {})
+        terms["penalty"] = pen.detach()
+        terms.update({str(k): _as_term(x) for k, x in (getattr(self.penalty, "last_diagnostic", {}) or {}).items()})
         self.last_terms = terms
         return task + self.mu * pen
 

@@ -163,8 +163,11 @@ def test_hand_computed_total_and_gradient(reduction):
     total = loss(x, torch.zeros(3, 1), weight=torch.tensor([0.0, 0.5, 2.0]))
     assert total.dtype == torch.float64 and total.ndim == 0
     assert total.item() == pytest.approx(43 / 15, abs=1e-14)
-    assert loss.last_terms == pytest.approx({"seg": 7 / 3, "weighted": 3.0, "total": 43 / 15}, abs=1e-14)
-    assert all(type(v) is float for v in loss.last_terms.values())
+    terms = loss.last_terms  # detached 0-d tensors of the loss's dtype: no host sync in forward
+    assert all(isinstance(t, torch.Tensor) and t.ndim == 0 and t.dtype == torch.float64 and not t.requires_grad
+               for t in terms.values())
+    assert {k: float(t) for k, t in terms.items()} == pytest.approx(
+        {"seg": 7 / 3, "weighted": 3.0, "total": 43 / 15}, abs=1e-14)
     total.backward()
     assert torch.allclose(x.grad[:, 0], torch.tensor([1 / 15, 1 / 5, 3 / 5], dtype=torch.float64), atol=1e-14)
 

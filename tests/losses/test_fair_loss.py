@@ -54,9 +54,11 @@ def test_value_and_gradient_fami_mige(penalty_cls):
     sfd = loss.penalty.last_sfd
     assert total.item() == ce.item() + mu * 0.0  # the surrogate's value is 0
     assert torch.allclose(g_total, g_ce + mu * sfd / 16, atol=1e-7)
-    assert loss.last_terms["task_loss"] == pytest.approx(ce.item())
-    assert loss.last_terms["mu"] == mu and loss.last_terms["penalty"] == 0.0
-    assert loss.last_terms["msq_sfd"] == loss.penalty.last_diagnostic["msq_sfd"] > 0
+    terms = loss.last_terms  # detached tensors: the loss converts nothing to a Python number
+    assert all(isinstance(t, torch.Tensor) and t.ndim == 0 and not t.requires_grad for t in terms.values())
+    assert terms["task_loss"].dtype == torch.float32 and float(terms["task_loss"]) == ce.item()
+    assert terms["mu"].dtype == torch.float64 and float(terms["mu"]) == mu and float(terms["penalty"]) == 0.0
+    assert float(terms["msq_sfd"]) == loss.penalty.last_diagnostic["msq_sfd"] > 0
 
 
 def test_value_equals_ce_plus_mu_times_mine_dv():
@@ -65,8 +67,9 @@ def test_value_equals_ce_plus_mu_times_mine_dv():
     loss = FairnessRegularizedLoss(torch.nn.CrossEntropyLoss(), MINEPenalty(num_groups=2), mu=0.5)
     total = loss(logits, target, sensitive=sensitive)
     ce = torch.nn.functional.cross_entropy(logits, target).item()
-    assert total.item() == pytest.approx(ce + 0.5 * loss.last_terms["dv"], abs=1e-6)
-    assert loss.last_terms["penalty"] == pytest.approx(loss.last_terms["dv"])
+    assert total.item() == pytest.approx(ce + 0.5 * float(loss.last_terms["dv"]), abs=1e-6)
+    assert float(loss.last_terms["penalty"]) == pytest.approx(float(loss.last_terms["dv"]))
+    assert loss.last_terms["penalty"].requires_grad is False  # detached from the critic's graph
     assert len(list(loss.parameters())) == 6  # the critic's, for the optimizer
 
 
