@@ -1,10 +1,35 @@
-"""Experiments that reproduce a paper's tables with a bundle: each run a resumable unit.
+"""Experiments that reproduce a paper's tables with a bundle, as data the bundle carries.
 
-:mod:`fairmonai.experiments.runs` runs one bundle configuration (train, then evaluate on the asked
-splits) in its own folder and skips or resumes it on a second call; :mod:`fairmonai.experiments.fairmedseg`
-builds the MAMA-MIA FairMedSeg paper's Table 1 and its (alpha, minsup) sweep from such units.
+An experiment is a file ``<bundle>/experiments/<name>.json`` (format: :mod:`fairmonai.experiments.grid`):
+configurations, seeds, folds, a grid, a selection step, the columns to tabulate and the plots. One
+generic runner (:mod:`fairmonai.experiments.runner`, ``python -m fairmonai.experiments run <bundle>
+<name> --out DIR``) runs each bundle run as a resumable unit (:mod:`fairmonai.experiments.runs`) and
+reads the columns from its output files (:mod:`fairmonai.experiments.columns`).
 """
 
-from .runs import BundleRun, RunFailed, run_bundle_unit
+from .columns import ColumnError, column_value, csv_value, json_value
+from .grid import Experiment, ExperimentFileError, PlannedRun, expand, list_experiments, load_experiment, parse_experiment
+from .runner import ExperimentResult, run_experiment, summarise
+from .runs import BundleNotFound, BundleRun, RunFailed, check_bundle, run_bundle_unit
 
-__all__ = ["BundleRun", "RunFailed", "run_bundle_unit"]
+__all__ = [
+    "BundleNotFound",
+    "BundleRun",
+    "ColumnError",
+    "Experiment",
+    "ExperimentFileError",
+    "ExperimentResult",
+    "PlannedRun",
+    "RunFailed",
+    "check_bundle",
+    "column_value",
+    "csv_value",
+    "expand",
+    "json_value",
+    "list_experiments",
+    "load_experiment",
+    "parse_experiment",
+    "run_bundle_unit",
+    "run_experiment",
+    "summarise",
+]
