@@ -1,14 +1,12 @@
 """Dataset manifests, splits, synthetic cohorts and real-data converters."""
 
+from ..attribute_codes import EXCLUDED_CODE, EXCLUDED_VALUE, is_missing
 from .manifest import (
-    EXCLUDED_CODE,
-    EXCLUDED_VALUE,
     MISSING_POLICIES,
     AttributeSpec,
     LabelSpec,
     ManifestError,
     ManifestSchema,
-    is_missing,
     load_manifest,
     load_schema,
     manifests_root,

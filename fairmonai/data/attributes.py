@@ -1,25 +1,29 @@
-"""Attribute encodings shared by converters, synthetic cohorts and metrics.
+"""Conversions of raw clinical values to the attribute categories, shared by converters and synthetic cohorts.
 
 MAMA-MIA: the challenge scores fairness over age in five bins, menopausal status (pre / post /
 unknown) and breast density (a-d). Its clinical table spells menopause out in long strings
 (``"pre (<6 months since LMP AND ...)"``, ``"peri (6-12 months since LMP ...)"``) and leaves it
 empty for 408 of 1,506 cases; the challenge maps ``peri`` to ``pre`` and empty to ``unknown``.
+
+The categories themselves (names and order, i.e. the integer codes) are defined once, in the
+schema ``mama_mia`` (``fairmonai/data/schemas/mama_mia.json``, read with
+:func:`~fairmonai.data.load_schema`; :func:`fairmonai.data.sensitive.attribute_groups` returns them
+all). This module holds only the rules that map a raw value to one of them.
 """
 
 from __future__ import annotations
 
 import math
 
-from .manifest import is_missing
+from ..attribute_codes import is_missing
+from .manifest import ManifestError, load_schema
 
-__all__ = ["MAMA_MIA_AGE_GROUPS", "MAMA_MIA_MENOPAUSE", "MAMA_MIA_DENSITY", "age_to_group", "normalise_menopause",
-           "normalise_density"]
+__all__ = ["age_to_group", "normalise_menopause", "normalise_density"]
 
-#: Age groups of the MAMA-MIA challenge, upper bounds inclusive: 0-40, 41-50, 51-60, 61-70, 71+.
-MAMA_MIA_AGE_GROUPS = ("0-40", "41-50", "51-60", "61-70", "71+")
+#: the schema whose categories the conversions return.
+_DATASET = "mama_mia"
+#: upper bounds (inclusive, years) of the challenge's age bins but the last: 0-40, 41-50, 51-60, 61-70, 71+.
 _AGE_UPPER = (40, 50, 60, 70)
-MAMA_MIA_MENOPAUSE = ("pre", "post", "unknown")
-MAMA_MIA_DENSITY = ("a", "b", "c", "d")
 
 
 def age_to_group(age) -> str | None:
@@ -27,10 +31,12 @@ def age_to_group(age) -> str | None:
 
     Bins: ``age <= 40`` -> ``"0-40"``, ``40 < age <= 50`` -> ``"41-50"``, ``50 < age <= 60`` ->
     ``"51-60"``, ``60 < age <= 70`` -> ``"61-70"``, ``age > 70`` -> ``"71+"``. Ages in the table are
-    whole years; a fractional age falls in the bin whose upper bound it does not exceed.
+    whole years; a fractional age falls in the bin whose upper bound it does not exceed. The names
+    are the schema's ``age_group`` categories, in order.
 
     Raises:
         ValueError: a negative or non-numeric age.
+        ManifestError: the schema's ``age_group`` does not have the five bins.
     """
     if is_missing(age):
         return None
@@ -42,10 +48,16 @@ def age_to_group(age) -> str | None:
         return None
     if a < 0:
         raise ValueError(f"age {a} is negative")
-    for upper, name in zip(_AGE_UPPER, MAMA_MIA_AGE_GROUPS):
+    schema = load_schema(_DATASET)
+    groups = schema.attributes["age_group"].categories
+    if len(groups) != len(_AGE_UPPER) + 1:  # a schema edited without this rule
+        raise ManifestError(f"schema '{schema.name}' declares {len(groups)} age groups {list(groups)}; age_to_group "
+                            f"bins ages into {len(_AGE_UPPER) + 1} (upper bounds {list(_AGE_UPPER)} and above)",
+                            file=schema.source)
+    for upper, name in zip(_AGE_UPPER, groups):
         if a <= upper:
             return name
-    return MAMA_MIA_AGE_GROUPS[-1]
+    return groups[-1]
 
 
 def normalise_menopause(value) -> str:
@@ -73,11 +85,12 @@ def normalise_density(value) -> str | None:
     """Breast density category ``a``-``d`` (BI-RADS), or ``None`` when missing.
 
     Raises:
-        ValueError: a value other than a-d (any case).
+        ValueError: a value (any case) that is not one of the schema's ``breast_density`` categories.
     """
     if is_missing(value):
         return None
     v = str(value).strip().lower()
-    if v not in MAMA_MIA_DENSITY:
-        raise ValueError(f"breast density '{value}' is not one of {list(MAMA_MIA_DENSITY)}")
+    categories = load_schema(_DATASET).attributes["breast_density"].categories
+    if v not in categories:
+        raise ValueError(f"breast density '{value}' is not one of {list(categories)}")
     return v

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 from .manifest import ManifestError, ManifestSchema, load_schema
 
-__all__ = ["check_attributes", "group_names"]
+__all__ = ["attribute_groups", "check_attributes", "group_names"]
 
 
 def _declared(schema: ManifestSchema) -> str:
@@ -48,6 +48,27 @@ def group_names(schema: str | os.PathLike | Mapping | ManifestSchema, sensitive_
         raise ManifestError(f"reference_group '{reference_group}' is not a category of '{sensitive_key}' in schema "
                             f"'{s.name}': one of {groups}", file=s.source)
     return groups
+
+
+def attribute_groups(schema: str | os.PathLike | Mapping | ManifestSchema,
+                     attributes: Sequence[str] | None = None) -> dict[str, list[str]]:
+    """``{attribute: groups}`` in the schema's order, for metrics that score several attributes at once.
+
+    Args:
+        schema: a dataset name, schema path, dict or :class:`~fairmonai.data.ManifestSchema`.
+        attributes: the attributes to return, in this order; ``None`` (default) for every attribute
+            the schema declares, in its order.
+
+    Raises:
+        ManifestError: an attribute the schema does not declare (as :func:`check_attributes`).
+
+    Example:
+        >>> attribute_groups("mama_mia", ["menopausal_status", "breast_density"])
+        {'menopausal_status': ['pre', 'post', 'unknown'], 'breast_density': ['a', 'b', 'c', 'd']}
+    """
+    s = load_schema(schema)
+    names = list(s.attributes) if attributes is None else check_attributes(s, attributes)
+    return {a: list(s.attributes[a].categories) for a in names}
 
 
 def check_attributes(schema: str | os.PathLike | Mapping | ManifestSchema, attributes: Sequence[str]) -> list[str]:

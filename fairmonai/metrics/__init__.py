@@ -28,7 +28,6 @@ from ._group_results import DisparityResult, GroupMetricResult
 from ._segmentation import (
     HD_MAX,
     HD_METHODS,
-    MAMA_MIA_FAIRNESS_VARIABLES,
     ChallengeScoreMetric,
     ChallengeScores,
     VariableDisparity,
@@ -71,7 +70,6 @@ _CLASSIFICATION = [
 _SEGMENTATION = [
     "HD_MAX",
     "HD_METHODS",
-    "MAMA_MIA_FAIRNESS_VARIABLES",
     "VariableDisparity",
     "ChallengeScores",
     "case_scores",

@@ -94,7 +94,6 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -104,13 +103,11 @@ from monai.metrics import compute_hausdorff_distance
 from monai.metrics.metric import CumulativeIterationMetric
 from scipy import ndimage
 
-from fairmonai.data.attributes import MAMA_MIA_AGE_GROUPS, MAMA_MIA_DENSITY, MAMA_MIA_MENOPAUSE
-from fairmonai.data.manifest import EXCLUDED_CODE
+from ..attribute_codes import EXCLUDED_CODE
 
 __all__ = [
     "HD_MAX",
     "HD_METHODS",
-    "MAMA_MIA_FAIRNESS_VARIABLES",
     "VariableDisparity",
     "ChallengeScores",
     "case_scores",
@@ -123,13 +120,6 @@ HD_MAX = 150.0
 
 #: ``hd_method`` values of :func:`case_scores`: the challenge's contours (default) or MONAI's edges.
 HD_METHODS = ("challenge", "monai")
-
-#: The challenge's fairness variables and their groups, in the manifest's code order.
-MAMA_MIA_FAIRNESS_VARIABLES: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "age_group": MAMA_MIA_AGE_GROUPS,
-    "menopausal_status": MAMA_MIA_MENOPAUSE,
-    "breast_density": MAMA_MIA_DENSITY,
-})
 
 # Error messages (tests compare the exact text).
 _MSG_SHAPE_MISMATCH = "pred and label must have the same shape, got {pred} and {label}."
@@ -564,13 +554,14 @@ def challenge_scores(
         sensitive_features: ``{variable: per-case groups}``, each either integer codes (``-1`` =
             excluded, as the manifest's ``<attr>_code``) or values (strings; ``None``/NaN = excluded;
             note that ``"unknown"`` is a group, as menopausal status ``unknown`` in the challenge).
-            The challenge's variables are :data:`MAMA_MIA_FAIRNESS_VARIABLES`.
+            The challenge's variables are the ``mama_mia`` schema's attributes ``age_group``,
+            ``menopausal_status`` and ``breast_density``.
         ts_weight: weight of PS in TS, in [0, 1]. Defaults to 0.5 (the challenge).
         group_names: optional ``{variable: group names}``. For codes, the name of each code (so empty
             groups are listed too); for values, the allowed values in report order (others raise).
             Without it, groups are the observed codes or values, sorted. Variables that are not in
-            ``sensitive_features`` are ignored, so a shared table such as
-            :data:`MAMA_MIA_FAIRNESS_VARIABLES` can be passed whole.
+            ``sensitive_features`` are ignored, so a schema's whole table can be passed, e.g.
+            ``fairmonai.data.sensitive.attribute_groups("mama_mia")`` (the groups in code order).
 
     Returns:
         A :class:`ChallengeScores` (``to_dict()`` for JSON, ``to_frame()`` for a per-group table).
@@ -581,7 +572,7 @@ def challenge_scores(
 
     Example:
         >>> s = challenge_scores([0.9, 0.7], [0.1, 0.3], sensitive_features={"age_group": [0, 1]},
-        ...                      group_names=MAMA_MIA_FAIRNESS_VARIABLES)
+        ...                      group_names={"age_group": ["0-40", "41-50", "51-60", "61-70", "71+"]})
         >>> round(s.fairness_score, 3)   # 1 - 0.5 * (0.2 + 0.2)
         0.8
     """
@@ -630,10 +621,17 @@ class ChallengeScoreMetric(CumulativeIterationMetric):
     ``[dsc, normhd, code_1, ..., code_V]`` to the buffer, so ``aggregate`` gathers the per-case values
     of every rank (``Cumulative``'s all-gather) before computing group means: no per-rank averaging.
 
+    The variables and their group names come from the caller, normally from the dataset's schema
+    (this package's metrics do not read schemas): for the challenge,
+    ``attribute_groups("mama_mia")`` of :mod:`fairmonai.data.sensitive` gives ``{"age_group": [...],
+    "menopausal_status": [...], "breast_density": [...]}`` in code order, whose keys are the
+    ``sensitive_keys`` and which is the ``group_names``.
+
     Args:
-        sensitive_keys: the variables, in order. Defaults to the challenge's three.
-        group_names: ``{variable: group names}`` for the codes. Defaults to
-            :data:`MAMA_MIA_FAIRNESS_VARIABLES`.
+        sensitive_keys: the variables, in order (the challenge's: ``age_group``, ``menopausal_status``,
+            ``breast_density``).
+        group_names: ``{variable: group names}``, the name of each code, so that empty groups are
+            listed too. Defaults to ``None``: the groups are the codes observed, named by their number.
         ts_weight: weight of PS in TS. Defaults to 0.5.
         hd_max: HD95 mapped to NormHD 1. Defaults to 150.
         clip_normhd: clip NormHD to [0, 1]. Defaults to ``True``.
@@ -645,17 +643,19 @@ class ChallengeScoreMetric(CumulativeIterationMetric):
             :data:`HD_METHODS`, no sensitive key.
 
     Example:
-        >>> metric = ChallengeScoreMetric()
+        >>> from fairmonai.attribute_codes import code_key
+        >>> groups = fairmonai.data.sensitive.attribute_groups("mama_mia")  # the caller reads the schema
+        >>> metric = ChallengeScoreMetric(tuple(groups), group_names=groups)
         >>> for batch in loader:   # pred, label: B1HWD on each case's original grid
-        ...     metric(pred, label, sensitive={k: batch[f"{k}_code"] for k in metric.sensitive_keys})
+        ...     metric(pred, label, sensitive={k: batch[code_key(k)] for k in metric.sensitive_keys})
         >>> scores = metric.aggregate()   # ChallengeScores
     """
 
     def __init__(
         self,
-        sensitive_keys: Sequence[str] = tuple(MAMA_MIA_FAIRNESS_VARIABLES),
+        sensitive_keys: Sequence[str],
         *,
-        group_names: Mapping[str, Sequence[str]] | None = MAMA_MIA_FAIRNESS_VARIABLES,
+        group_names: Mapping[str, Sequence[str]] | None = None,
         ts_weight: float = 0.5,
         hd_max: float = HD_MAX,
         clip_normhd: bool = True,

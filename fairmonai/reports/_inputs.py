@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data.manifest import EXCLUDED_VALUE, AttributeSpec, is_missing, load_schema, normalise_category
+from ..attribute_codes import EXCLUDED_VALUE, is_missing
+from ..data.manifest import AttributeSpec, load_schema, normalise_category
 from ..errors import InputError
 
 __all__ = [

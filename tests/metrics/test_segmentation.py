@@ -12,14 +12,11 @@ import pandas as pd
 import pytest
 import torch
 
-from fairmonai.metrics._segmentation import (
-    HD_MAX,
-    MAMA_MIA_FAIRNESS_VARIABLES,
-    ChallengeScoreMetric,
-    ChallengeScores,
-    case_scores,
-    challenge_scores,
-)
+from fairmonai.data.sensitive import attribute_groups
+from fairmonai.metrics._segmentation import ChallengeScoreMetric, ChallengeScores, case_scores, challenge_scores
+
+#: the challenge's variables and groups in code order, as a caller reads them from the schema
+GROUPS = attribute_groups("mama_mia")
 
 
 def _point(shape, *idx):
@@ -209,7 +206,7 @@ PS, FS = 5 / 7, 77 / 90
 
 
 def test_challenge_scores_hand_table():
-    s = challenge_scores(DSC, NHD, sensitive_features=FEATS, group_names=MAMA_MIA_FAIRNESS_VARIABLES)
+    s = challenge_scores(DSC, NHD, sensitive_features=FEATS, group_names=GROUPS)
     assert isinstance(s, ChallengeScores)
     assert s.n_cases == 7
     assert s.mean_dsc == pytest.approx(0.7) and s.mean_normhd == pytest.approx(1.9 / 7)
@@ -234,7 +231,7 @@ def test_challenge_scores_hand_table():
 
 def test_challenge_scores_ts_weight_and_values_input():
     # the same table as strings, excluded = None / NaN; "unknown" is a real group (menopause)
-    names = {k: MAMA_MIA_FAIRNESS_VARIABLES[k] for k in FEATS}
+    names = {k: GROUPS[k] for k in FEATS}
     as_values = {k: [names[k][c] if c >= 0 else (None if k == "age_group" else float("nan")) for c in v]
                  for k, v in FEATS.items()}
     s = challenge_scores(DSC, NHD, sensitive_features=as_values, ts_weight=0.8, group_names=names)
@@ -258,7 +255,7 @@ def test_challenge_scores_ts_weight_and_values_input():
 def test_challenge_scores_serialises():
     import json
 
-    s = challenge_scores(DSC, NHD, sensitive_features=FEATS, group_names=MAMA_MIA_FAIRNESS_VARIABLES)
+    s = challenge_scores(DSC, NHD, sensitive_features=FEATS, group_names=GROUPS)
     d = json.loads(json.dumps(s.to_dict()))
     assert d["variables"]["age_group"]["mean_dsc"][3] is None
     assert d["fairness_score"] == pytest.approx(FS)
@@ -289,7 +286,7 @@ def test_single_group_variable_warns_and_has_zero_disparity():
     with pytest.warns(UserWarning, match=r"sensitive feature 'breast_density' has 1 non-empty group\(s\) \(\['a'\]\)"):
         s = challenge_scores([0.2, 0.9, 0.5], [0.1, 0.2, 0.3],
                              sensitive_features={"breast_density": [0, -1, -1], "age_group": [0, 1, 1]},
-                             group_names=MAMA_MIA_FAIRNESS_VARIABLES)
+                             group_names=GROUPS)
     assert s.variables["breast_density"].disparity == 0.0
     # FS = ((1 - 0) + (1 - 0.5 * (|0.2 - 0.7| + |0.1 - 0.25|))) / 2 = (1 + 0.675) / 2
     assert s.fairness_score == pytest.approx((1 + 1 - 0.5 * (0.5 + 0.15)) / 2)
@@ -307,9 +304,9 @@ def test_single_group_variable_warns_and_has_zero_disparity():
         ({"dsc": [], "normhd": []}, "no cases to score (dsc is empty)."),
         ({"dsc": [[0.1, 0.2]], "normhd": [0.1]}, "dsc must be a 1-D array of per-case values, got shape (1, 2)."),
         ({"sensitive_features": {"age_group": [0]}}, "sensitive feature 'age_group' has 1 values for 2 cases."),
-        ({"sensitive_features": {"age_group": [0, 7]}, "group_names": MAMA_MIA_FAIRNESS_VARIABLES},
+        ({"sensitive_features": {"age_group": [0, 7]}, "group_names": GROUPS},
          "sensitive feature 'age_group': code 7 at case index 1 is not a group code (0..4) nor the excluded code -1."),
-        ({"sensitive_features": {"breast_density": ["a", "e"]}, "group_names": MAMA_MIA_FAIRNESS_VARIABLES},
+        ({"sensitive_features": {"breast_density": ["a", "e"]}, "group_names": GROUPS},
          "sensitive feature 'breast_density': value 'e' at case index 1 is not one of ['a', 'b', 'c', 'd']."),
     ],
 )
@@ -331,7 +328,7 @@ def test_sensitive_features_is_keyword_only():
 # ----------------------------------------------------------------------------------------------------
 
 def test_metric_buffers_cases_and_matches_functional():
-    metric = ChallengeScoreMetric(sensitive_keys=("age_group", "breast_density"))
+    metric = ChallengeScoreMetric(sensitive_keys=("age_group", "breast_density"), group_names=GROUPS)
     p1, l1 = CASES[1][1]()
     p2, l2 = CASES[2][1]()
     # batch of two (B1HWD), then one case of another size given as a list of channel-first tensors
@@ -343,7 +340,7 @@ def test_metric_buffers_cases_and_matches_functional():
     # per case (DSC, NormHD): (0, 3/150), (0, 1/150), (0, 4/150); age 0-40 {0}, 41-50 {1, 2}
     ref = challenge_scores([0, 0, 0], [3 / 150, 1 / 150, 4 / 150],
                            sensitive_features={"age_group": [0, 1, 1], "breast_density": [2, -1, 3]},
-                           group_names=MAMA_MIA_FAIRNESS_VARIABLES)
+                           group_names=GROUPS)
     assert s.n_cases == 3
     assert s.total_score == pytest.approx(ref.total_score)
     assert s.fairness_score == pytest.approx(ref.fairness_score)
@@ -354,10 +351,12 @@ def test_metric_buffers_cases_and_matches_functional():
 
 
 def test_metric_ill_options():
+    with pytest.raises(TypeError):
+        ChallengeScoreMetric()  # the variables come from the caller (the schema), never a default
     with pytest.raises(ValueError) as e:
-        ChallengeScoreMetric(ts_weight=-0.1)
+        ChallengeScoreMetric(tuple(GROUPS), ts_weight=-0.1)
     assert str(e.value) == "ts_weight must be a number in [0, 1], got -0.1."
-    metric = ChallengeScoreMetric()
+    metric = ChallengeScoreMetric(tuple(GROUPS), group_names=GROUPS)
     with pytest.raises(ValueError) as e:
         metric(torch.zeros(1, 1, 3, 3), torch.zeros(1, 1, 3, 3), sensitive={"age_group": [0]})
     assert str(e.value) == (
@@ -365,5 +364,17 @@ def test_metric_ill_options():
     )
 
 
-def test_hd_max_constant():
-    assert HD_MAX == 150.0
+def test_normhd_reaches_1_at_150_voxels_and_for_an_empty_prediction():
+    # the challenge: NormHD = HD95 / 150 (voxels), an empty prediction of a tumour has HD95 inf -> NormHD 1
+    shape = (3, 3, 160)
+    label = _point(shape, 1, 1, 2)
+    for z, hd_expected, normhd_expected in [(152, 150.0, 1.0), (149, 147.0, 0.98)]:
+        _, hd95, normhd = case_scores(_point(shape, 1, 1, z), label, clip_normhd=False)
+        assert hd95.item() == hd_expected and normhd.item() == pytest.approx(normhd_expected, abs=1e-15)
+    # one perfect case and one empty prediction: mean DSC (1 + 0)/2, mean NormHD (0 + 1)/2,
+    # PS = (0.5 + 1 - 0.5)/2 = 0.5
+    metric = ChallengeScoreMetric(("age_group",), group_names=GROUPS)
+    metric(torch.stack([label, torch.zeros(shape)])[:, None], torch.stack([label, label])[:, None],
+           sensitive={"age_group": [0, 1]})
+    s = metric.aggregate()
+    assert (s.mean_dsc, s.mean_normhd, s.performance_score) == (0.5, 0.5, 0.5)

@@ -286,9 +286,9 @@ def test_metric_class_passes_hd_method():
     centre = torch.zeros(1, 1, 3, 3)
     centre[0, 0, 1, 1] = 1
     sens = {"age_group": [0], "menopausal_status": [0], "breast_density": [0]}
-    rows = ChallengeScoreMetric()(whole, centre, sensitive=sens)
+    rows = ChallengeScoreMetric(tuple(sens))(whole, centre, sensitive=sens)
     assert rows[0, 1].item() == 1.0  # challenge: whole image has no contour -> NormHD 1
-    rows = ChallengeScoreMetric(hd_method="monai")(whole, centre, sensitive=sens)
+    rows = ChallengeScoreMetric(tuple(sens), hd_method="monai")(whole, centre, sensitive=sens)
     assert rows[0, 1].item() == pytest.approx(math.sqrt(2) / 150)
 
 
@@ -300,5 +300,5 @@ def test_ill_hd_method(bad):
         case_scores(torch.zeros(3, 3), torch.zeros(3, 3), hd_method=bad)
     assert str(e.value) == msg
     with pytest.raises(ValueError) as e:
-        ChallengeScoreMetric(hd_method=bad)
+        ChallengeScoreMetric(("age_group",), hd_method=bad)
     assert str(e.value) == msg

@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..manifest import EXCLUDED_CODE, load_manifest, load_schema
+from ...attribute_codes import EXCLUDED_CODE, code_key
+from ..manifest import load_manifest, load_schema
 from ..splits import assign_splits
 
 __all__ = [
@@ -403,7 +404,7 @@ def sample_metadata(path, dataset: str, n: int | None, rng: np.random.Generator)
 
 def record_value(record: Mapping, attribute: str) -> str:
     """An attribute of a loaded manifest record as written, ``""`` where it was missing/excluded."""
-    if record.get(f"{attribute}_code", 0) == EXCLUDED_CODE:
+    if record.get(code_key(attribute), 0) == EXCLUDED_CODE:
         return ""
     return str(record.get(attribute, ""))
 
