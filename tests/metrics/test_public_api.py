@@ -1,4 +1,6 @@
-"""Every public name of fairmonai.metrics / handlers resolves to the object of its private module."""
+"""Every public name of fairmonai.metrics / handlers resolves to the object of its module."""
+
+import inspect
 
 import fairmonai.handlers as handlers
 import fairmonai.metrics as metrics
@@ -13,4 +15,14 @@ def test_metrics_all_resolves():
 
 
 def test_handlers_all_resolves():
-    assert handlers.GroupFairnessMetric.__module__ == "fairmonai.handlers.fairness_metric"
+    """Every public handler name resolves to an object of a fairmonai.handlers module, and every class
+    among them is a handler: MONAI's bundle config attaches it with ``attach(engine)``."""
+    assert len(handlers.__all__) == len(set(handlers.__all__))
+    n_classes = 0
+    for name in handlers.__all__:
+        obj = getattr(handlers, name)
+        assert obj.__module__.startswith("fairmonai.handlers."), name
+        if isinstance(obj, type):
+            assert list(inspect.signature(obj.attach).parameters)[:2] == ["self", "engine"], name
+            n_classes += 1
+    assert n_classes >= 1
