@@ -528,3 +528,14 @@ def test_failure_mid_run_leaves_no_manifest(tmp, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         make_cohort("isic2020", out, 10, 1, shape=(32, 32))
     assert not (out / "manifest.csv").exists() and not (out / "cohort.json").exists()
+
+
+def test_mama_mia_age_ranges_cover_the_schema_bins():
+    """The synthetic ages of each age group are drawn in a range that age_to_group maps back to that group,
+    and the ranges name exactly the schema's groups, in its order."""
+    from fairmonai.data.attributes import age_to_group
+    from fairmonai.data.synth.mama_mia import _AGE_RANGE
+
+    assert list(_AGE_RANGE) == list(load_schema("mama_mia").attributes["age_group"].categories)
+    for group, (lo, hi) in _AGE_RANGE.items():
+        assert age_to_group(lo) == age_to_group(hi) == group
