@@ -37,6 +37,7 @@ from ._segmentation import (
 from ._subgroups import (
     DIVERGENCE_COLUMNS,
     MINING_ALGORITHMS,
+    divergence_weights,
     max_abs_divergence_per_sample,
     subgroup_divergence,
     subgroup_membership,
@@ -82,6 +83,7 @@ _SUBGROUPS = [
     "subgroup_divergence",
     "subgroup_membership",
     "max_abs_divergence_per_sample",
+    "divergence_weights",
 ]
 __all__ = _CLASSIFICATION + _SEGMENTATION + _SUBGROUPS
 

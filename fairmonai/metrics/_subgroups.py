@@ -13,22 +13,22 @@ for per-case scores :math:`s_i` (e.g. Dice), as ``DivergenceExplorer`` (DivExplo
 al., SIGMOD 2021) computes the ``<outcome>_div`` of a quantitative outcome: subgroup mean minus
 overall mean. The tests check equal itemsets and divergences against DivExplorer.
 
-Per-subgroup sums and counts are computed for all itemsets at once, never in a loop per itemset. The
-itemsets are grouped by their set of attributes (at most :math:`2^p - 1` groups for :math:`p`
-attributes); within a group every case gets one mixed-radix key from its value codes on those
-attributes, one ``np.bincount`` gives the score sum and count of every key, and each itemset reads its
-own key's entry. This is exact, costs :math:`O(n)` per attribute combination instead of a dense
-``n x k`` membership matrix, and is why the run time is dominated by the miner itself. The per-sample
-functions (:func:`subgroup_membership`, :func:`max_abs_divergence_per_sample`) do need membership: with
-:math:`X` the ``n x m`` one-hot item matrix and :math:`M` the ``k x m`` itemset-item incidence matrix,
-case :math:`i` is in itemset :math:`j` exactly when :math:`(M X^T)_{ji}` equals the itemset's length
-(one sparse-dense product per block of itemsets, to bound memory).
+Both the per-subgroup sums and the per-case functions use one membership computation: with
+:math:`X` the ``n x m`` one-hot item matrix of the cases and :math:`M` the ``k x m`` itemset-item
+incidence matrix, case :math:`i` is in itemset :math:`j` exactly when :math:`(M X^T)_{ji}` equals the
+itemset's length (one sparse-dense product per block of itemsets, to bound memory). A subgroup's
+count and score sum are the row sums of that membership and its product with the scores. The
+per-case weight (:func:`max_abs_divergence_per_sample`) depends only on a case's values, so it is
+computed once per distinct combination of values and broadcast back. On the MAMA-MIA table
+(``benchmarks/bench_subgroups.py``: 1,506 cases, 6 attributes, 3,486 subgroups) this takes a few
+hundredths of a second and the miner dominates; FairMedSeg's reweighting is well under 0.1 % of a
+training epoch (``benchmarks/bench_fairmedseg_reweighting.py``).
 
 Conventions:
 
 * Metadata values are compared as strings. A missing value (``None``, NaN, an empty cell or one of
-  :data:`fairmonai.data.manifest.MISSING_TOKENS`) is the item ``<attribute>=unknown``
-  (:data:`~fairmonai.data.manifest.EXCLUDED_VALUE`, as the manifest writes an excluded attribute), a
+  :data:`fairmonai.attribute_codes.MISSING_TOKENS`) is the item ``<attribute>=unknown``
+  (:data:`~fairmonai.attribute_codes.EXCLUDED_VALUE`, as the manifest writes an excluded attribute), a
   subgroup like any other; pass ``ignore_values=("unknown",)`` to mine without those items.
 * A subgroup is frequent when its count is at least :math:`\\lceil \\text{minsup} \\cdot n \\rceil`
   (computed with a 1e-9 tolerance, so ``0.1 * 30`` asks for 3 cases, where a bare float ``ceil`` gives
@@ -41,6 +41,7 @@ Conventions:
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Collection, Sequence
 from typing import Any
@@ -51,7 +52,7 @@ import torch
 from mlxtend.frequent_patterns import apriori, fpgrowth
 from scipy import sparse
 
-from fairmonai.data.manifest import EXCLUDED_VALUE, MISSING_TOKENS
+from ..attribute_codes import EXCLUDED_VALUE, MISSING_TOKENS
 
 __all__ = [
     "DIVERGENCE_COLUMNS",
@@ -59,12 +60,22 @@ __all__ = [
     "subgroup_divergence",
     "subgroup_membership",
     "max_abs_divergence_per_sample",
+    "divergence_weights",
+    "ALL_ZERO_MSG",
 ]
 
 #: Columns of the table :func:`subgroup_divergence` returns.
 DIVERGENCE_COLUMNS = ("itemset", "subgroup", "length", "count", "support", "mean", "divergence")
 #: Frequent-itemset miners from ``mlxtend.frequent_patterns``.
 MINING_ALGORITHMS = ("fpgrowth", "apriori")
+
+#: Warning of :func:`divergence_weights` when ``normalize`` meets weights that are all 0.
+ALL_ZERO_MSG = (
+    "divergence weights are all 0 (no subgroup diverges from the overall mean, or no training case is in "
+    "a discovered subgroup): normalize=True leaves every weight at 1.0"
+)
+
+_LOGGER = logging.getLogger(__name__)
 
 # itemsets per block when building membership (n x block booleans at a time)
 _BLOCK = 4096
@@ -148,88 +159,31 @@ def _check_metadata(metadata: Any, attributes: Sequence[str] | None) -> list[str
     return attrs
 
 
-class _Encoded:
-    """Attribute codes of the cases and the one-hot item columns built from them."""
-
-    def __init__(self, metadata: pd.DataFrame, attrs: list[str]):
-        n = len(metadata)
-        self.codes = np.empty((n, len(attrs)), dtype=np.int64)  # case x attribute: value code
-        self.cards = np.empty(len(attrs), dtype=np.int64)  # values per attribute
-        self.items: list[tuple[str, str]] = []  # item column -> (attribute, value)
-        item_attr, item_code = [], []
-        for j, a in enumerate(attrs):
-            col = metadata[a]
-            values = _normalise_values(col)
-            cats = _categories(col, values)
-            self.codes[:, j] = pd.Categorical(values, categories=cats).codes
-            self.cards[j] = len(cats)
-            self.items.extend((str(a), c) for c in cats)
-            item_attr.extend([j] * len(cats))
-            item_code.extend(range(len(cats)))
-        self.item_attr = np.asarray(item_attr, dtype=np.int64)
-        self.item_code = np.asarray(item_code, dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(self.cards)[:-1]])
-        self.x = np.zeros((n, int(self.cards.sum())), dtype=bool)  # one-hot items
-        self.x[np.arange(n)[:, None], self.codes + offsets] = True
-
-    def keep_items(self, keep: np.ndarray) -> None:
-        """Drop item columns (``ignore_values``); the case codes stay."""
-        self.x = self.x[:, keep]
-        self.items = [it for it, k in zip(self.items, keep) if k]
-        self.item_attr, self.item_code = self.item_attr[keep], self.item_code[keep]
+def _one_hot(metadata: pd.DataFrame, attrs: list[str], ignore_values: Collection[str]):
+    """The cases' one-hot item matrix ``(n, m)`` (bool) and its items, ``(attribute, value)`` per column
+    in attribute order, each attribute's values in :func:`_categories` order; ``ignore_values`` form no item."""
+    ignored = {str(v) for v in ignore_values}
+    columns, items = [], []
+    for a in attrs:
+        col = metadata[a]
+        values = _normalise_values(col)
+        for c in _categories(col, values):
+            if c not in ignored:
+                columns.append(values == c)
+                items.append((str(a), c))
+    x = np.stack(columns, axis=1) if columns else np.zeros((len(metadata), 0), dtype=bool)
+    return x, items
 
 
-# joint-code range up to which the per-combination sums use a dense bincount
-_DENSE_KEYS = 1 << 20
-# mixed-radix keys must stay below this (int64); beyond it, the membership product is used
-_MAX_KEY = 1 << 62
-
-
-def _subgroup_sums(enc: _Encoded, itemsets: list[list[int]], s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Score sum and case count of every itemset, without a loop over itemsets.
-
-    Itemsets are grouped by their set of attributes (at most ``2^p - 1`` groups for ``p``
-    attributes). Within a group, each case gets one mixed-radix key from its codes on those
-    attributes, ``np.bincount`` sums the scores per key, and each itemset reads the entry of its own
-    key. Groups whose key range would overflow int64 fall back to the membership-matrix product.
-    """
-    k = len(itemsets)
-    lengths = np.fromiter((len(t) for t in itemsets), dtype=np.int64, count=k)
-    width = int(lengths.max())
-    cols = np.full((k, width), -1, dtype=np.int64)
-    cols[np.arange(width)[None, :] < lengths[:, None]] = np.fromiter(
-        (c for t in itemsets for c in t), dtype=np.int64, count=int(lengths.sum()))
-    valid = cols >= 0
-    attr = np.where(valid, enc.item_attr[np.maximum(cols, 0)], -1)  # sorted, padded with -1
-    value = np.where(valid, enc.item_code[np.maximum(cols, 0)], 0)
-    attr_sets, group = np.unique(attr, axis=0, return_inverse=True)
-    group = group.reshape(-1)
-
-    sums = np.empty(k, dtype=np.float64)
-    counts = np.empty(k, dtype=np.int64)
-    for g, attr_set in enumerate(attr_sets):
-        sel = np.flatnonzero(group == g)
-        a_idx = attr_set[attr_set >= 0]
-        n_keys = math.prod(int(c) for c in enc.cards[a_idx])
-        if n_keys >= _MAX_KEY:
-            inc, lens = _incidence([itemsets[j] for j in sel], enc.x.shape[1])
-            for start, member in _membership_blocks(enc.x, inc, lens):
-                part = sel[start:start + member.shape[0]]
-                counts[part] = member.sum(axis=1)
-                sums[part] = member.astype(np.float64) @ s
-            continue
-        radix = np.zeros(len(enc.cards), dtype=np.int64)
-        radix[a_idx] = np.concatenate([[1], np.cumprod(enc.cards[a_idx])[:-1]])
-        case_keys = enc.codes @ radix
-        set_keys = (value[sel] * radix[np.maximum(attr[sel], 0)] * valid[sel]).sum(axis=1)
-        if n_keys <= _DENSE_KEYS:
-            sums[sel] = np.bincount(case_keys, weights=s, minlength=n_keys)[set_keys]
-            counts[sel] = np.bincount(case_keys, minlength=n_keys)[set_keys]
-        else:
-            uniq, inverse = np.unique(case_keys, return_inverse=True)
-            pos = np.searchsorted(uniq, set_keys)  # every mined itemset has at least one case
-            sums[sel] = np.bincount(inverse, weights=s)[pos]
-            counts[sel] = np.bincount(inverse)[pos]
+def _subgroup_sums(x: np.ndarray, itemsets: list[list[int]], s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Score sum and case count of every itemset (lists of item columns of ``x``), from their membership."""
+    inc, lengths = _incidence(itemsets, x.shape[1])
+    sums = np.empty(len(itemsets), dtype=np.float64)
+    counts = np.empty(len(itemsets), dtype=np.int64)
+    for start, member in _membership_blocks(x, inc, lengths):
+        stop = start + member.shape[0]
+        counts[start:stop] = member.sum(axis=1)
+        sums[start:stop] = member.astype(np.float64) @ s
     return sums, counts
 
 
@@ -315,20 +269,17 @@ def subgroup_divergence(
     n = s.shape[0]
     overall = float(s.mean())
 
-    enc = _Encoded(metadata, attrs)
-    if ignore_values:
-        ignored = {str(v) for v in ignore_values}
-        enc.keep_items(np.array([v not in ignored for _, v in enc.items], dtype=bool))
+    x, items = _one_hot(metadata, attrs, ignore_values)
 
     min_count = max(1, math.ceil(minsup * n - 1e-9))
     attrs_out = {"overall_mean": overall, "n": n, "minsup": float(minsup), "min_count": min_count,
                  "attributes": [str(a) for a in attrs], "algorithm": algorithm}
-    if enc.x.shape[1] == 0:
+    if x.shape[1] == 0:
         return _empty_table(attrs_out)
     # Half a case below min_count: mlxtend's float comparison (count / n >= t) and its ceil(t * n)
     # both give exactly min_count.
     threshold = (min_count - 0.5) / n
-    onehot = pd.DataFrame(enc.x, columns=pd.RangeIndex(enc.x.shape[1]))
+    onehot = pd.DataFrame(x, columns=pd.RangeIndex(x.shape[1]))
     if algorithm == "fpgrowth":
         found = fpgrowth(onehot, min_support=threshold, use_colnames=False, max_len=max_len)
     else:
@@ -337,11 +288,10 @@ def subgroup_divergence(
         return _empty_table(attrs_out)
 
     itemsets = [sorted(map(int, fs)) for fs in found["itemsets"]]
-    sums, counts = _subgroup_sums(enc, itemsets, s)
+    sums, counts = _subgroup_sums(x, itemsets, s)
     means = sums / counts
     lengths = np.fromiter((len(t) for t in itemsets), dtype=np.int64, count=len(itemsets))
 
-    items = enc.items
     item_names = [f"{a}={v}" for a, v in items]
     table = pd.DataFrame({
         "itemset": pd.Series([tuple(items[c] for c in its) for its in itemsets], dtype=object),
@@ -468,12 +418,12 @@ def max_abs_divergence_per_sample(
 
         w_i = \\max_{S \\ni i} |\\Delta(S)|
 
-    the per-sample weight of a FairMedSeg-style reweighting, computed without a cases x subgroups
-    membership matrix (:func:`_max_abs_by_keys`: a sorted-key lookup per attribute combination, the same
-    numbers as the membership product). A case in no subgroup of the table (its
-    attribute values are rarer than ``minsup``, or it has values never mined) gets ``fill_value``,
-    0 by default: no subgroup evidence of divergence, i.e. the same weight as a case whose subgroups
-    all sit on the overall mean.
+    the per-sample weight of a FairMedSeg-style reweighting. Membership is that of
+    :func:`subgroup_membership`, computed once per distinct combination of the case values (a case's
+    weight depends on nothing else), so many cases with few distinct combinations cost little. A case
+    in no subgroup of the table (its attribute values are rarer than ``minsup``, or it has values never
+    mined) gets ``fill_value``, 0 by default: no subgroup evidence of divergence, i.e. the same weight
+    as a case whose subgroups all sit on the overall mean.
 
     Args:
         divergence_table: a table from :func:`subgroup_divergence` (``itemset`` and ``divergence``
@@ -490,79 +440,117 @@ def max_abs_divergence_per_sample(
     """
     if not isinstance(divergence_table, pd.DataFrame) or "divergence" not in divergence_table.columns:
         raise ValueError(_MSG_NO_DIVERGENCE_COLUMN)
-    itemsets, attributes, cols = _itemset_columns(divergence_table, metadata)
-    meta = metadata[[cols[a] for a in attributes]].set_axis(attributes, axis=1)
-    best = _max_abs_by_keys(divergence_table.assign(itemset=itemsets), meta, attributes)
+    _, attributes, cols = _itemset_columns(divergence_table, metadata)
+    if attributes and len(metadata):
+        values = pd.DataFrame({a: _normalise_values(metadata[cols[a]]) for a in attributes})
+        inverse, distinct = pd.factorize(pd.MultiIndex.from_frame(values))
+        distinct = distinct.to_frame(index=False, name=attributes)
+    else:  # no attribute to tell cases apart: one row stands for all
+        distinct, inverse = metadata.iloc[:1], np.zeros(len(metadata), dtype=np.int64)
+    absdiv = np.abs(divergence_table["divergence"].to_numpy(dtype=np.float64))
+    best = np.full(len(distinct), -np.inf)
+    for start, member in _membership_blocks(*_membership_inputs(divergence_table, distinct)):
+        d = absdiv[start:start + member.shape[0], None]
+        best = np.maximum(best, np.where(member, d, -np.inf).max(axis=0, initial=-np.inf))
+    best = best[inverse]
     return np.where(np.isneginf(best), float(fill_value), best)
 
 
-def _max_abs_by_membership(divergence_table: pd.DataFrame, metadata: pd.DataFrame) -> np.ndarray:
-    """Per case, max ``|divergence|`` over the subgroups holding it (-inf in none), by the membership
-    product of :func:`subgroup_membership` (``O(n k)``; the fallback of :func:`_max_abs_by_keys`)."""
-    x, inc, lengths = _membership_inputs(divergence_table, metadata)
-    absdiv = np.abs(divergence_table["divergence"].to_numpy(dtype=np.float64))
-    best = np.full(len(metadata), -np.inf)
-    for start, member in _membership_blocks(x, inc, lengths):
-        d = absdiv[start:start + member.shape[0], None]
-        best = np.maximum(best, np.where(member, d, -np.inf).max(axis=0, initial=-np.inf))
-    return best
+# ----------------------------------------------------------------------------------------------------
+# FairMedSeg's training weights
+# ----------------------------------------------------------------------------------------------------
 
 
-def _max_abs_by_keys(table: pd.DataFrame, metadata: pd.DataFrame, attributes: list[str]) -> np.ndarray:
-    """Per case of ``metadata``, the largest ``|divergence|`` of the table's subgroups holding it; NaN in none.
+def divergence_weights(
+    val_scores: Any,
+    val_metadata: pd.DataFrame,
+    train_metadata: pd.DataFrame,
+    *,
+    attributes: Sequence[str] | str,
+    minsup: float = 0.001,
+    fill_value: float = 0.0,
+    normalize: bool = False,
+    max_len: int | None = None,
+    ignore_values: Collection[str] = (),
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """FairMedSeg's per-case training weights from the subgroup divergences of a validation run.
 
-    The same numbers as the membership product of :func:`_max_abs_by_membership` (the tests compare
-    them), without its ``n_cases x n_subgroups`` cost. A subgroup's items all share one
-    attribute set; subgroups are grouped by that set (at most ``2^p - 1`` groups). Per group, each case
-    gets one mixed-radix key from its value codes on those attributes (code 0 for a value no subgroup
-    uses, so it never matches), each subgroup the key of its own values, and a sorted search finds the
-    case's subgroup of that group, if any: ``O(n log k)`` per group instead of ``O(n k)``.
+    E. Poeta et al., "Divergence-Aware Training with Automatic Subgroup Mitigation for Breast Tumor
+    Segmentation" (FairMedSeg):
+
+    .. math::
+
+        \\Delta(S) = \\bar s_S - \\bar s, \\qquad w_j = \\max_{S \\ni j} |\\Delta(S)|
+
+    The subgroups :math:`S` are mined on the validation cases (``val_scores``, ``val_metadata``) with
+    :func:`subgroup_divergence`; :math:`w_j` is, for every training case ``j`` matched by its own
+    metadata, :func:`max_abs_divergence_per_sample`.
+
+    Choices where the paper leaves room:
+
+    * ``minsup`` is a fraction of the *validation* cases; at the default 0.001 every conjunction present
+      in a validation set of at most 1000 cases is a subgroup (one case suffices).
+    * A training case in no discovered subgroup (a value, or combination of values, absent from
+      validation, or rarer than ``minsup``) gets ``fill_value``, 0 by default: no evidence of
+      divergence, as :func:`max_abs_divergence_per_sample` does.
+    * Weights are the raw :math:`|\\Delta|` by default (the formula above). ``normalize=True`` divides
+      them by their mean over the training cases, so they average 1 and the loss keeps its scale; if
+      they are all 0 (nothing diverges) they are all set to 1.0 and :data:`ALL_ZERO_MSG` is logged as a
+      warning.
+    * Missing attribute values are the item ``unknown`` (a subgroup like any other) unless
+      ``ignore_values=("unknown",)``.
+
+    Args:
+        val_scores: per-case validation scores (Dice), finite, one per row of ``val_metadata``.
+        val_metadata: one row per validation case with the ``attributes`` columns.
+        train_metadata: one row per training case with the ``attributes`` columns.
+        attributes: the attribute columns to mine.
+        minsup: minimum support of a subgroup, a fraction of the validation cases, in (0, 1].
+            Defaults to 0.001.
+        fill_value: weight of a training case in no subgroup, finite and >= 0. Defaults to 0.0.
+        normalize: rescale the weights to mean 1 over the training cases. Defaults to False.
+        max_len: longest conjunction mined (``None``: no limit).
+        ignore_values: attribute values that never form an item.
+
+    Returns:
+        ``(weights, table)``: float64 array ``(n_train,)`` in ``train_metadata`` row order, and the
+        table of :func:`subgroup_divergence` (sorted by divergence, the lowest-Dice subgroups first);
+        ``table.attrs["n_train_in_no_subgroup"]`` counts the training cases that got ``fill_value``
+        and ``table.attrs["weights_all_zero"]`` is True when ``normalize`` found every weight 0.
+
+    Raises:
+        ValueError: as :func:`subgroup_divergence` (bad ``minsup``/``max_len``, scores of the wrong
+            length, NaN scores, attributes not in ``val_metadata``); an attribute not in
+            ``train_metadata``; a negative or non-finite ``fill_value``.
+        TypeError: a metadata argument that is not a DataFrame.
+
+    Example:
+        >>> w, table = divergence_weights(dice, val_df, train_df, attributes=["age_group", "density"])
     """
-    n = len(metadata)
-    if len(table) == 0 or n == 0:
-        return np.full(n, -np.inf)
-    pos = {str(a): j for j, a in enumerate(attributes)}
-    itemsets = [tuple((str(a), str(v)) for a, v in its) for its in table["itemset"]]
-    absdiv = np.abs(table["divergence"].to_numpy(dtype=np.float64))
-    vocab: list[dict[str, int]] = [{} for _ in attributes]  # value -> code (1, 2, ...) per attribute
-    for its in itemsets:
-        for a, v in its:
-            d = vocab[pos[a]]
-            d.setdefault(v, len(d) + 1)
-    cards = np.array([len(d) + 1 for d in vocab], dtype=np.int64)
-    codes = np.zeros((n, len(attributes)), dtype=np.int64)
-    for j, a in enumerate(attributes):
-        if vocab[j]:
-            values = _normalise_values(metadata[a])  # as subgroup_divergence reads them
-            codes[:, j] = pd.Index(list(vocab[j]), dtype=object).get_indexer(values) + 1  # absent: -1 + 1 = 0
-    # a case's weight depends only on its codes: work on the distinct code rows, then broadcast back
-    if math.prod(int(c) for c in cards) < _MAX_KEY:  # one key per code row, hashed (O(n))
-        full_radix = np.concatenate([[1], np.cumprod(cards)[:-1]]).astype(np.int64)
-        inverse, keys = pd.factorize(codes @ full_radix)
-        codes = (np.asarray(keys, dtype=np.int64)[:, None] // full_radix) % cards
-    else:
-        codes, inverse = np.unique(codes, axis=0, return_inverse=True)
-    inverse = np.asarray(inverse).reshape(-1)
-    best = np.full(len(codes), -np.inf)
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for r, its in enumerate(itemsets):
-        groups.setdefault(tuple(sorted(pos[a] for a, _ in its)), []).append(r)
-    for attr_idx, rows in groups.items():
-        idx = list(attr_idx)
-        if math.prod(int(c) for c in cards[idx]) >= _MAX_KEY:
-            sub = table.iloc[rows]
-            distinct = metadata.iloc[np.unique(inverse, return_index=True)[1]]  # one case per code row
-            best = np.maximum(best, _max_abs_by_membership(sub, distinct))
-            continue
-        radix = np.concatenate([[1], np.cumprod(cards[idx])[:-1]]).astype(np.int64)
-        item_codes = np.array([[vocab[pos[a]][v] for a, v in sorted(itemsets[r], key=lambda it: pos[it[0]])]
-                               for r in rows], dtype=np.int64)
-        item_keys = item_codes @ radix
-        order = np.argsort(item_keys, kind="stable")
-        keys_sorted, div_sorted = item_keys[order], absdiv[np.asarray(rows)[order]]
-        case_keys = codes[:, idx] @ radix
-        at = np.minimum(np.searchsorted(keys_sorted, case_keys), len(keys_sorted) - 1)
-        hit = keys_sorted[at] == case_keys
-        best[hit] = np.maximum(best[hit], div_sorted[at[hit]])
-    best = best[inverse]
-    return best
+    attributes = [attributes] if isinstance(attributes, str) else list(attributes)
+    if not isinstance(train_metadata, pd.DataFrame):
+        raise TypeError(f"train_metadata must be a pandas DataFrame, got {type(train_metadata).__name__}")
+    missing = [a for a in attributes if a not in train_metadata.columns]
+    if missing:
+        raise ValueError(
+            f"attribute column(s) {missing} not in train_metadata (columns: {list(train_metadata.columns)})")
+    fill_value = float(fill_value)
+    if not math.isfinite(fill_value) or fill_value < 0:
+        raise ValueError(f"fill_value must be a finite number >= 0, got {fill_value!r}")
+
+    table = subgroup_divergence(val_scores, metadata=val_metadata, minsup=minsup, attributes=attributes,
+                                max_len=max_len, ignore_values=ignore_values)
+    w = max_abs_divergence_per_sample(table, metadata=train_metadata, fill_value=np.nan)  # NaN: in no subgroup
+    unmatched = np.isnan(w)
+    w[unmatched] = fill_value
+    table.attrs["n_train_in_no_subgroup"] = int(unmatched.sum())
+    table.attrs["weights_all_zero"] = False
+    if normalize and len(w):
+        mean = float(w.mean())
+        if mean > 0:
+            w = w / mean
+        else:
+            w = np.ones(len(w), dtype=np.float64)
+            table.attrs["weights_all_zero"] = True
+            _LOGGER.warning(ALL_ZERO_MSG)
+    return w, table

@@ -7,12 +7,14 @@ import pandas as pd
 import pytest
 import torch
 
-from fairmonai.metrics._subgroups import (
+from fairmonai.metrics import (
     DIVERGENCE_COLUMNS,
+    divergence_weights,
     max_abs_divergence_per_sample,
     subgroup_divergence,
     subgroup_membership,
 )
+from fairmonai.metrics._subgroups import ALL_ZERO_MSG
 
 # Six cases, two attributes, one missing site (-> the item site=unknown).
 #   case  sex  site  score
@@ -143,21 +145,18 @@ def test_same_as_divexplorer_on_random_table(seed, minsup):
     assert set(ours_ap["subgroup"]) == set(ours["subgroup"])
 
 
-def test_sum_paths_agree(monkeypatch):
-    # force the sparse-key path (np.unique) and the membership-product fallback: same table
-    import fairmonai.metrics._subgroups as sg
-
+def test_counts_and_means_equal_a_direct_mask_per_subgroup():
+    # every subgroup's count and mean against pandas masks built one subgroup at a time
     rng = np.random.default_rng(3)
     meta = pd.DataFrame({c: rng.choice(list("abcd"), 60) for c in "xyz"})
     scores = rng.random(60)
-    ref = subgroup_divergence(scores, metadata=meta, minsup=0.02)
-    for dense, max_key in [(1, 1 << 62), (1 << 20, 2)]:
-        monkeypatch.setattr(sg, "_DENSE_KEYS", dense)
-        monkeypatch.setattr(sg, "_MAX_KEY", max_key)
-        t = subgroup_divergence(scores, metadata=meta, minsup=0.02)
-        assert t["subgroup"].tolist() == ref["subgroup"].tolist()
-        assert t["count"].tolist() == ref["count"].tolist()
-        np.testing.assert_allclose(t["divergence"], ref["divergence"], atol=1e-12)
+    t = subgroup_divergence(scores, metadata=meta, minsup=0.02)
+    assert len(t) > 50
+    for its, count, mean, div in zip(t["itemset"], t["count"], t["mean"], t["divergence"]):
+        mask = np.logical_and.reduce([meta[a].to_numpy() == v for a, v in its])
+        assert count == mask.sum()
+        assert mean == pytest.approx(scores[mask].mean(), abs=1e-12)
+        assert div == pytest.approx(scores[mask].mean() - scores.mean(), abs=1e-12)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -260,15 +259,9 @@ def test_ill_per_sample_inputs():
 
 
 @pytest.mark.parametrize("options", [{}, {"max_len": 2}, {"ignore_values": ("unknown",)}, {"minsup": 0.05}])
-@pytest.mark.parametrize("small_keys", [False, True])
-def test_weights_equal_max_abs_divergence_per_sample(monkeypatch, options, small_keys):
-    """The keyed lookup (max_abs_divergence_per_sample, divergence_weights) gives exactly the numbers of
-    the membership product (missing values included)."""
-    import fairmonai.metrics._subgroups as mod
-    from fairmonai.handlers import divergence_weights
-
-    if small_keys:  # exercise the fallbacks for key ranges beyond int64
-        monkeypatch.setattr(mod, "_MAX_KEY", 4)
+def test_weights_equal_max_abs_divergence_per_sample(options):
+    """divergence_weights and max_abs_divergence_per_sample give, per training case, the largest |divergence|
+    of the subgroups whose items all match the case (missing values read as unknown), checked by pandas."""
     rng = np.random.default_rng(0)
     cats = {"a": ["p", "q", "r", "s", None], "b": list("xyz") + ["", "unknown"], "c": list("uvw"), "d": ["m", "n"]}
     val = pd.DataFrame({k: rng.choice(np.array(v, dtype=object), 300) for k, v in cats.items()})
@@ -277,17 +270,93 @@ def test_weights_equal_max_abs_divergence_per_sample(monkeypatch, options, small
     train.loc[5, "a"] = np.nan
     scores = rng.uniform(0.3, 0.95, 300)
     w, table = divergence_weights(scores, val, train, attributes=list(cats), fill_value=0.01, **options)
-    by_membership = mod._max_abs_by_membership(table, train)
-    want = np.where(np.isneginf(by_membership), 0.01, by_membership)
+    filled = train.apply(lambda col: col.map(lambda v: "unknown" if v is None or v != v or v == "" else v))
+    want = np.full(len(train), -np.inf)
+    for its, d in zip(table["itemset"], table["divergence"]):
+        mask = np.logical_and.reduce([filled[a].to_numpy() == v for a, v in its])
+        want[mask] = np.maximum(want[mask], abs(d))
+    want[np.isneginf(want)] = 0.01
     np.testing.assert_array_equal(max_abs_divergence_per_sample(table, metadata=train, fill_value=0.01), want)
     np.testing.assert_array_equal(w, want)
     assert table.attrs["n_train_in_no_subgroup"] == int((want == 0.01).sum())
-    # spot checks by hand
-    for i in (0, 5, 1999):
-        row = train.iloc[i].map(lambda v: "unknown" if v is None or v != v or v == "" else v)
-        member = [all(row[a] == v for a, v in its) for its in table["itemset"]]
-        expected = table["divergence"].abs()[member].max() if any(member) else 0.01
-        assert w[i] == pytest.approx(expected, abs=1e-15)
 
 
-# ---- two processes, gloo on CPU, each rank validating part of the cases
+# ----------------------------------------------------------------------------------------------------
+# FairMedSeg's training weights (divergence_weights), by hand
+# ----------------------------------------------------------------------------------------------------
+
+ATTRS = ["age", "density"]
+
+# ---- the hand-built table
+# 8 validation cases; overall mean Dice 5.0 / 8 = 0.625
+VAL = pd.DataFrame({
+    "age": ["young", "young", "young", "young", "old", "old", "old", "old"],
+    "density": ["a", "a", "b", "b", "a", "a", "b", "b"],
+})
+VAL_DICE = [0.9, 0.7, 0.8, 0.6, 0.5, 0.3, 0.4, 0.8]
+# subgroup means - 0.625, by hand
+HAND_DIVERGENCE = {
+    "age=young": 0.75 - 0.625, "age=old": 0.5 - 0.625,
+    "density=a": 0.6 - 0.625, "density=b": 0.65 - 0.625,
+    "age=young & density=a": 0.8 - 0.625, "age=young & density=b": 0.7 - 0.625,
+    "age=old & density=a": 0.4 - 0.625, "age=old & density=b": 0.6 - 0.625,
+}
+TRAIN = pd.DataFrame({
+    "age": ["young", "old", "old", "young", "middle", "middle", "unknown"],
+    "density": ["a", "a", "b", "b", "a", "c", "c"],
+})
+# max |divergence| over the subgroups each training case is in
+HAND_WEIGHTS = [
+    0.175,  # young & a: max(0.125, 0.025, 0.175)
+    0.225,  # old & a: max(0.125, 0.025, 0.225)
+    0.125,  # old & b: max(0.125, 0.025, 0.025)
+    0.125,  # young & b: max(0.125, 0.025, 0.075)
+    0.025,  # middle & a: only density=a (age=middle is not in validation)
+    0.0,    # middle & c: in no subgroup -> fill_value
+    0.0,    # unknown & c: in no subgroup -> fill_value
+]
+
+
+def test_divergence_weights_by_hand():
+    w, table = divergence_weights(VAL_DICE, VAL, TRAIN, attributes=ATTRS)
+    assert len(table) == 8
+    got = dict(zip(table["subgroup"], table["divergence"]))
+    assert got.keys() == HAND_DIVERGENCE.keys()
+    for s, d in HAND_DIVERGENCE.items():
+        assert got[s] == pytest.approx(d, abs=1e-12), s
+    assert table["subgroup"].iloc[0] == "age=old & density=a"  # lowest Dice first
+    assert table["count"].tolist() == [2 if " & " in s else 4 for s in table["subgroup"]]
+    np.testing.assert_allclose(w, HAND_WEIGHTS, rtol=0, atol=1e-12)
+    assert w.dtype == np.float64 and w.shape == (7,)
+    assert table.attrs["n_train_in_no_subgroup"] == 2 and table.attrs["weights_all_zero"] is False
+
+
+def test_divergence_weights_fill_value_minsup_and_normalize(caplog):
+    w, _ = divergence_weights(VAL_DICE, VAL, TRAIN, attributes=ATTRS, fill_value=0.5)
+    np.testing.assert_allclose(w, HAND_WEIGHTS[:5] + [0.5, 0.5], atol=1e-12)
+    # minsup 0.3 asks for 3 of 8 cases: only the single attributes (4 cases each) remain
+    w, table = divergence_weights(VAL_DICE, VAL, TRAIN, attributes=ATTRS, minsup=0.3)
+    assert sorted(table["subgroup"]) == ["age=old", "age=young", "density=a", "density=b"]
+    np.testing.assert_allclose(w, [0.125, 0.125, 0.125, 0.125, 0.025, 0.0, 0.0], atol=1e-12)
+    # normalize: divided by the mean 0.675 / 7
+    w, _ = divergence_weights(VAL_DICE, VAL, TRAIN, attributes=ATTRS, normalize=True)
+    np.testing.assert_allclose(w, np.array(HAND_WEIGHTS) / (0.675 / 7), atol=1e-12)
+    assert w.mean() == pytest.approx(1.0, abs=1e-12)
+    # all zero (every Dice equal): normalize leaves 1.0 and warns
+    with caplog.at_level("WARNING", logger="fairmonai.metrics._subgroups"):
+        w, table = divergence_weights([0.7] * 8, VAL, TRAIN, attributes=ATTRS, normalize=True)
+    assert (table["divergence"].abs() < 1e-12).all()
+    np.testing.assert_array_equal(w, np.ones(7))
+    assert ALL_ZERO_MSG in caplog.text and table.attrs["weights_all_zero"] is True
+    # without normalize they stay 0
+    w, _ = divergence_weights([0.7] * 8, VAL, TRAIN, attributes=ATTRS)
+    np.testing.assert_allclose(w, np.zeros(7), atol=1e-12)
+
+
+def test_divergence_weights_errors():
+    with pytest.raises(ValueError, match=r"attribute column\(s\) \['density'\] not in train_metadata"):
+        divergence_weights(VAL_DICE, VAL, TRAIN[["age"]], attributes=ATTRS)
+    with pytest.raises(ValueError, match="fill_value must be a finite number >= 0"):
+        divergence_weights(VAL_DICE, VAL, TRAIN, attributes=ATTRS, fill_value=-1)
+    with pytest.raises(ValueError, match="scores must be finite"):
+        divergence_weights([np.nan] + VAL_DICE[1:], VAL, TRAIN, attributes=ATTRS)
