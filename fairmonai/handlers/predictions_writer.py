@@ -8,21 +8,17 @@ then writes the fairness report of that file with :func:`fairmonai.reports.write
 
 from __future__ import annotations
 
-import json
-import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import ignite.distributed as idist
 import pandas as pd
 import torch
-from ignite.engine import Engine, Events
-from monai.utils import string_list_all_gather
+from ignite.engine import Engine
 
-from ..data.manifest import EXCLUDED_CODE, is_missing
-from ._samples import atomic_csv, per_sample
+from ._samples import atomic_csv
+from .case_collector import CaseCollector, scalar
 
 __all__ = ["PredictionsWriter", "NOT_PROBABILITIES_MSG"]
 
@@ -33,26 +29,17 @@ NOT_PROBABILITIES_MSG = (
 )
 
 
-def _scalar(value):
-    """A per-sample scalar (python number, 0-d or one-element tensor/array) as a python number."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().reshape(-1)[0].item() if value.numel() == 1 else None
-    if hasattr(value, "item") and getattr(value, "size", 1) == 1:  # numpy scalar / array
-        return value.item()
-    return value
-
-
 def _label_of(value) -> int:
     """Class index of one sample's label: an integer, a one-element tensor, or a one-hot vector."""
     if isinstance(value, torch.Tensor) and value.numel() > 1:
         return int(value.detach().reshape(-1).argmax().item())
-    v = _scalar(value)
+    v = scalar(value)
     if isinstance(v, str):
         v = float(v)
     return int(v)
 
 
-class PredictionsWriter:
+class PredictionsWriter(CaseCollector):
     """Write an evaluator's per-case class probabilities, labels and attributes to a CSV file.
 
     Attach it to a MONAI ``SupervisedEvaluator`` (as a handler in ``validate#handlers`` or
@@ -63,9 +50,8 @@ class PredictionsWriter:
       ``engine.state.batch``, the probabilities from ``engine.state.output[pred_key]`` and the
       label from ``engine.state.batch[label_key]`` when present. Both a decollated list of dicts
       (MONAI's default, ``decollate=True``) and a collated dict (``decollate=False``) are read;
-    * on ``EPOCH_COMPLETED`` gathers all ranks' rows (each row serialised to one JSON string and
-      gathered with ``monai.utils.string_list_all_gather``, so the columns stay aligned), and on
-      rank ``save_rank`` writes ``output_dir/filename`` (to a temporary file, then renamed), sets
+    * on ``EPOCH_COMPLETED`` gathers all ranks' rows (:meth:`CaseCollector.gather`, one row per case),
+      and on rank ``save_rank`` writes ``output_dir/filename`` (to a temporary file, then renamed), sets
       ``engine.state.predictions_file`` to its path (on every rank), and, when ``report=True``,
       writes the fairness report into ``output_dir/report_dir`` (``engine.state.predictions_report``).
 
@@ -84,8 +70,9 @@ class PredictionsWriter:
       ``C > 2``: ``prob_0 .. prob_{C-1}``;
     * ``prediction``: the argmax (``C == 1``: ``score >= 0.5``);
     * one column per attribute with its value; a value excluded by the manifest's missing-value
-      policy (``<attr>_code == -1``, value ``"unknown"``) or a missing value is an empty cell, which
-      the report counts in the overall figures but in no group.
+      policy (``<attr>_code == -1``) or a missing value is ``unknown``
+      (:data:`~fairmonai.attribute_codes.EXCLUDED_VALUE`, as in the manifest), which the report of an
+      attribute whose policy is ``exclude`` counts in the overall figures but in no group.
 
     A case id seen twice (``DistributedSampler`` pads ranks with repeated cases when
     ``even_divisible``) is written once, the first occurrence kept; two rows of one case id with
@@ -144,16 +131,9 @@ class PredictionsWriter:
         save_rank: int = 0,
         name: str | None = "fairmonai.handlers.PredictionsWriter",
     ) -> None:
-        if isinstance(attributes, str):
-            attributes = [attributes]
-        self.attributes = [str(a) for a in (attributes or [])]
-        if len(set(self.attributes)) != len(self.attributes):
-            raise ValueError(f"attributes named more than once: {self.attributes}")
-        if save_rank < 0:
-            raise ValueError(f"save_rank must be >= 0, got {save_rank}")
+        super().__init__(attributes, case_id_key=case_id_key, save_rank=save_rank, name=name)
         self.output_dir = Path(output_dir)
         self.filename = filename
-        self.case_id_key = case_id_key
         self.label_key = label_key
         self.pred_key = pred_key
         self.report = bool(report)
@@ -163,36 +143,19 @@ class PredictionsWriter:
         self.n_bootstrap = n_bootstrap
         self.seed = seed
         self.report_kwargs = dict(report_kwargs or {})
-        self.save_rank = save_rank
-        self.logger = logging.getLogger(name)
-        self._rows: list[str] = []
-
-    def attach(self, engine: Engine) -> None:
-        """Register the reset, collect and write steps on ``engine``."""
-        engine.add_event_handler(Events.EPOCH_STARTED, self._started)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
-
-    def _started(self, _engine: Engine) -> None:
-        self._rows = []
 
     # ---- collect
 
-    def _collect(self, engine: Engine) -> None:
-        batch_keys = [self.case_id_key, self.label_key]
-        for a in self.attributes:
-            batch_keys += [a, f"{a}_code"]
-        batch = per_sample(engine.state.batch, batch_keys, "PredictionsWriter")
-        output = per_sample(engine.state.output, [self.pred_key], "PredictionsWriter")
+    def rows(self, engine: Engine) -> list[list]:
+        """``[case_id, attributes, [label, probabilities]]`` per case of this iteration."""
+        batch = self.samples(engine.state.batch, [self.case_id_key, self.label_key, *self.attribute_keys()])
+        output = self.samples(engine.state.output, [self.pred_key])
         if len(batch) != len(output):
             raise ValueError(f"PredictionsWriter: the batch holds {len(batch)} samples but the output {len(output)}")
-        for b, o in zip(batch, output):
-            self._rows.append(json.dumps(self._row(b, o)))
+        return [self._row(b, o) for b, o in zip(batch, output)]
 
     def _row(self, b: Mapping, o: Mapping) -> list:
-        if self.case_id_key not in b:
-            raise ValueError(f"PredictionsWriter: the batch has no case id key '{self.case_id_key}'")
-        case = str(_scalar(b[self.case_id_key]))
+        case = self.case_id(b)
         if self.pred_key not in o:
             raise ValueError(f"PredictionsWriter: the output of case '{case}' has no key '{self.pred_key}'")
         probs = o[self.pred_key]
@@ -206,72 +169,56 @@ class PredictionsWriter:
         if (not all(0.0 <= v <= 1.0 for v in values)) or (len(values) > 1 and abs(total - 1.0) > 1e-3):
             raise ValueError(NOT_PROBABILITIES_MSG.format(key=self.pred_key, values=values, case=case))
         label = _label_of(b[self.label_key]) if self.label_key in b else None
-        attrs = []
-        for a in self.attributes:
-            if a not in b:
-                raise ValueError(
-                    f"PredictionsWriter: attribute '{a}' is not in the batch of case '{case}' "
-                    f"(keys read: {sorted(b)})"
-                )
-            value = _scalar(b[a])
-            code = _scalar(b.get(f"{a}_code", 0))
-            excluded = is_missing(value) or (code is not None and int(code) == EXCLUDED_CODE)
-            attrs.append("" if excluded else str(value).strip())
-        return [case, label, values, attrs]
+        return [case, self.attributes_of(b, case), [label, values]]
+
+    def identity(self, data: list) -> int | None:
+        """The label: two rows of one case id with different labels are two cases."""
+        return data[0]
+
+    def clash(self, first: list, row: list) -> str:
+        return (f"PredictionsWriter: case id '{row[0]}' appears twice with different labels or attributes "
+                f"({first[2][0]}, {first[1]} and {row[2][0]}, {row[1]}); case ids must be unique")
 
     # ---- gather and write
 
     def _columns(self, rows: list[list]) -> pd.DataFrame:
-        n_classes = {len(r[2]) for r in rows}
+        n_classes = {len(r[2][1]) for r in rows}
         if len(n_classes) > 1:
             raise ValueError(f"PredictionsWriter: the number of classes differs between cases: {sorted(n_classes)}")
         (c,) = n_classes
-        has_label = [r[1] is not None for r in rows]
+        labels = [r[2][0] for r in rows]
+        probs = [r[2][1] for r in rows]
+        has_label = [lab is not None for lab in labels]
         if any(has_label) and not all(has_label):
-            missing = next(r[0] for r in rows if r[1] is None)
+            missing = next(r[0] for r in rows if r[2][0] is None)
             raise ValueError(
                 f"PredictionsWriter: some cases have a '{self.label_key}' and others not (e.g. '{missing}')"
             )
         table: dict[str, list] = {"case_id": [r[0] for r in rows]}
         if all(has_label):
-            table["label"] = [r[1] for r in rows]
+            table["label"] = labels
         if c <= 2:
-            table["score"] = [r[2][-1] for r in rows]
-            table["prediction"] = [int(r[2][0] >= 0.5) if c == 1 else int(r[2][1] > r[2][0]) for r in rows]
+            table["score"] = [p[-1] for p in probs]
+            table["prediction"] = [int(p[0] >= 0.5) if c == 1 else int(p[1] > p[0]) for p in probs]
         else:
             for k in range(c):
-                table[f"prob_{k}"] = [r[2][k] for r in rows]
-            table["prediction"] = [int(max(range(c), key=lambda k, p=r[2]: (p[k], -k))) for r in rows]
+                table[f"prob_{k}"] = [p[k] for p in probs]
+            table["prediction"] = [int(max(range(c), key=lambda k, p=p: (p[k], -k))) for p in probs]
         for j, a in enumerate(self.attributes):
-            table[a] = [r[3][j] for r in rows]
+            table[a] = [r[1][j] for r in rows]
         return pd.DataFrame(table)
 
     def __call__(self, engine: Engine) -> None:
         """Gather the rows of every rank and write the file (and the report) on ``save_rank``."""
-        ws = idist.get_world_size()
-        if self.save_rank >= ws:
-            raise ValueError(f"save_rank {self.save_rank} is not below the number of ranks ({ws})")
-        rows = string_list_all_gather(strings=self._rows) if ws > 1 else list(self._rows)
+        cases, _ = self.gather()
         path = self.output_dir / self.filename.format(epoch=engine.state.epoch)
         engine.state.predictions_file = str(path)
-        if idist.get_rank() != self.save_rank:
+        if not self.is_save_rank():
             return
-        rows = [s for s in rows if s]  # a rank without rows contributes one empty string
-        seen: dict[str, list] = {}
-        for s in rows:
-            r = json.loads(s)
-            first = seen.setdefault(r[0], r)
-            if (first[1], first[3]) != (r[1], r[3]):
-                raise ValueError(
-                    f"PredictionsWriter: case id '{r[0]}' appears twice with different labels or attributes "
-                    f"({first[1]}, {first[3]} and {r[1]}, {r[3]}); case ids must be unique"
-                )
-        if not seen:
+        if not cases:
             self.logger.warning("PredictionsWriter: no cases in this epoch, %s not written", path)
             return
-        if len(seen) < len(rows):
-            self.logger.info("PredictionsWriter: %d repeated case(s) written once", len(rows) - len(seen))
-        df = self._columns([seen[k] for k in sorted(seen)])
+        df = self._columns(list(cases.values()))
         atomic_csv(df, path)
         self.logger.info("PredictionsWriter: %d cases written to %s", len(df), path)
         if self.report:

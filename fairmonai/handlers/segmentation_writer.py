@@ -10,8 +10,6 @@ it then writes the segmentation fairness report of that file with :func:`fairmon
 
 from __future__ import annotations
 
-import json
-import logging
 import math
 import os
 import weakref
@@ -19,17 +17,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import ignite.distributed as idist
-import numpy as np
 import pandas as pd
 import torch
 from ignite.engine import Engine, Events
 from monai.engines import IterationEvents, Workflow
-from monai.utils import string_list_all_gather
 
-from ..data.manifest import EXCLUDED_CODE, is_missing
-from ._samples import atomic_csv, per_sample
 from ..metrics._segmentation import HD_MAX, _check_hd_method, case_scores
+from ._samples import atomic_csv
+from .case_collector import CaseCollector
 
 __all__ = ["SegmentationScoresWriter", "SCORE_COLUMNS", "INFERENCE_COLUMNS"]
 
@@ -73,17 +68,6 @@ _MSG_REPORT_ATTRS = (
 )
 
 
-def _scalar(value: Any) -> Any:
-    """A per-sample scalar (python number or string, 0-d or one-element tensor/array) as a python value."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().reshape(-1)[0].item() if value.numel() == 1 else None
-    if hasattr(value, "item") and getattr(value, "size", 1) == 1:  # numpy scalar / array
-        return value.item()
-    if isinstance(value, (list, tuple)) and len(value) == 1:
-        return _scalar(value[0])
-    return value
-
-
 def _short_float(value: torch.Tensor) -> float:
     """A score as written to the CSV: the float64 value itself (``repr`` is already the shortest decimal that
     reads back the same), so the file holds exactly what the challenge's scoring computes."""
@@ -118,7 +102,7 @@ def _as_mask(value: Any, key: str, case: str) -> torch.Tensor:
     return t
 
 
-class SegmentationScoresWriter:
+class SegmentationScoresWriter(CaseCollector):
     """Write an evaluator's per-case DSC, HD95, NormHD and attributes to a CSV file.
 
     Attach it to a MONAI ``SupervisedEvaluator`` (``validate#handlers`` or ``evaluator#handlers``).
@@ -131,8 +115,8 @@ class SegmentationScoresWriter:
       the keys it creates in the output). Both a decollated list of dicts (``decollate=True``, the
       default) and a collated dict are read. Each case is scored with
       :func:`fairmonai.metrics.case_scores` (the MAMA-MIA challenge's rules; HD95 in voxels);
-    * on ``EPOCH_COMPLETED`` gathers all ranks' rows (each row one JSON string, gathered with
-      ``monai.utils.string_list_all_gather``), and on rank ``save_rank`` writes ``output_dir/filename``
+    * on ``EPOCH_COMPLETED`` gathers all ranks' rows (:meth:`CaseCollector.gather`, one row per case),
+      and on rank ``save_rank`` writes ``output_dir/filename``
       (to a temporary file, then renamed), sets ``engine.state.scores_file`` to its path (on every
       rank) and, when ``report=True``, writes the segmentation fairness report into
       ``output_dir/report_dir`` (``engine.state.scores_report``).
@@ -162,8 +146,9 @@ class SegmentationScoresWriter:
       (``min(HD95 / hd_max, 1)``; 1 for ``inf``), ``pred_voxels``, ``label_voxels`` (foreground
       voxel counts);
     * one column per attribute with its value; a value excluded by the manifest's missing-value
-      policy (``<attr>_code == -1``) or a missing value is an empty cell, which the report counts in
-      PS but in none of that attribute's groups.
+      policy (``<attr>_code == -1``) or a missing value is ``unknown``
+      (:data:`~fairmonai.attribute_codes.EXCLUDED_VALUE`, as in the manifest), which the report of an
+      attribute whose policy is ``exclude`` counts in PS but in none of that attribute's groups.
 
     A case id seen twice (``DistributedSampler`` pads ranks with repeated cases when
     ``even_divisible``) is written once, the first occurrence kept. Two rows of one case id whose
@@ -232,16 +217,10 @@ class SegmentationScoresWriter:
         save_rank: int = 0,
         name: str | None = "fairmonai.handlers.SegmentationScoresWriter",
     ) -> None:
-        if isinstance(attributes, str):
-            attributes = [attributes]
-        self.attributes = [str(a) for a in (attributes or [])]
-        if len(set(self.attributes)) != len(self.attributes):
-            raise ValueError(f"attributes named more than once: {self.attributes}")
+        super().__init__(attributes, case_id_key=case_id_key, save_rank=save_rank, name=name)
         clash = sorted({"case_id", *SCORE_COLUMNS} & set(self.attributes))
         if clash:
             raise ValueError(f"attribute name(s) {clash} clash with the file's columns")
-        if save_rank < 0:
-            raise ValueError(f"save_rank must be >= 0, got {save_rank}")
         if label_key is None and report:
             raise ValueError(_MSG_LABEL_KEY_NONE)
         if isinstance(hd_max, bool) or not isinstance(hd_max, (int, float)) or not 0 < hd_max < math.inf:
@@ -253,7 +232,6 @@ class SegmentationScoresWriter:
             raise ValueError(_MSG_REPORT_ATTRS)
         self.output_dir = Path(output_dir)
         self.filename = filename
-        self.case_id_key = case_id_key
         self.pred_key = pred_key
         self.label_key = label_key
         self.hd_max = float(hd_max)
@@ -264,9 +242,6 @@ class SegmentationScoresWriter:
         self.schema = schema
         self.ts_weight = float(ts_weight)
         self.report_kwargs = dict(report_kwargs or {})
-        self.save_rank = save_rank
-        self.logger = logging.getLogger(name)
-        self._rows: list[str] = []
         # segmentation files written this epoch (pred.meta["saved_to"]), kept once the epoch completes;
         # an epoch that does not complete leaves none: they are deleted at the next epoch's start, or
         # when this writer is collected or the interpreter exits (after an uncaught exception)
@@ -274,48 +249,46 @@ class SegmentationScoresWriter:
         weakref.finalize(self, _remove_written, self._written)
 
     def attach(self, engine: Engine) -> None:
-        """Register the reset, collect and write steps on ``engine``."""
-        engine.add_event_handler(Events.EPOCH_STARTED, self._started)
+        """Register the reset, collect and write steps on ``engine``, and the noting of the files written."""
         # right after the postprocessing (SaveImaged) on a MONAI engine, before metrics can raise
         track_on = IterationEvents.MODEL_COMPLETED if isinstance(engine, Workflow) else Events.ITERATION_COMPLETED
         engine.add_event_handler(track_on, self._track)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+        self.attach_collection(engine)
 
-    def _started(self, _engine: Engine) -> None:
-        self._rows = []
-        _remove_written(self._written)  # left by an epoch that did not complete
+    def reset(self, _engine: Engine | None = None) -> None:
+        """Forget the rows, and delete the segmentation files left by an epoch that did not complete."""
+        super().reset()
+        _remove_written(self._written)
 
     def _track(self, engine: Engine) -> None:
         """Note the segmentation files the postprocessing wrote for this iteration's cases."""
-        for d in per_sample(engine.state.output, [self.pred_key], "SegmentationScoresWriter"):
+        for d in self.samples(engine.state.output, [self.pred_key]):
             saved = (getattr(d.get(self.pred_key), "meta", None) or {}).get("saved_to")
             if saved and str(saved) not in self._written:
                 self._written.append(str(saved))
 
     # ---- collect
 
-    def _collect(self, engine: Engine) -> None:
+    def rows(self, engine: Engine) -> list[list]:
+        """``[case_id, attributes, scores]`` per case of this iteration (:data:`SCORE_COLUMNS`, or at
+        inference the voxel count and the segmentation file)."""
         keys = [self.case_id_key, self.pred_key] + ([self.label_key] if self.label_key is not None else [])
-        for a in self.attributes:
-            keys += [a, f"{a}_code"]
-        batch = per_sample(engine.state.batch, keys, "SegmentationScoresWriter")
-        output = per_sample(engine.state.output, keys, "SegmentationScoresWriter")
+        keys += self.attribute_keys()
+        batch = self.samples(engine.state.batch, keys)
+        output = self.samples(engine.state.output, keys)
         if batch and output and len(batch) != len(output):
             raise ValueError(
                 f"SegmentationScoresWriter: the batch holds {len(batch)} cases but the output {len(output)}"
             )
+        rows = []
         for i in range(max(len(batch), len(output))):
             case = dict(batch[i]) if batch else {}
             case.update(output[i] if output else {})
-            self._rows.append(json.dumps(self._row(case)))
+            rows.append(self._row(case))
+        return rows
 
     def _row(self, d: Mapping) -> list:
-        if self.case_id_key not in d:
-            raise ValueError(
-                f"SegmentationScoresWriter: a case has no case id key '{self.case_id_key}' (keys: {sorted(d)})"
-            )
-        case = str(_scalar(d[self.case_id_key]))
+        case = self.case_id(d)
         if self.pred_key not in d:
             raise ValueError(_MSG_NO_PRED.format(case=case, key=self.pred_key, keys=sorted(d)))
         if self.label_key is not None and self.label_key not in d:
@@ -324,7 +297,7 @@ class SegmentationScoresWriter:
         if self.label_key is None:  # inference: the mask's size and where SaveImaged wrote it
             meta = getattr(d[self.pred_key], "meta", None) or {}
             saved = meta.get("saved_to", "")
-            return [case, [None, None, None, int(pred.count_nonzero()), None, str(saved)], self._attrs(d, case)]
+            return [case, self.attributes_of(d, case), [None, None, None, int(pred.count_nonzero()), None, str(saved)]]
         label = _as_mask(d[self.label_key], self.label_key, case)
         if pred.shape != label.shape:
             raise ValueError(_MSG_SHAPES.format(case=case, pred_key=self.pred_key, label_key=self.label_key,
@@ -336,51 +309,28 @@ class SegmentationScoresWriter:
             raise ValueError(_MSG_SCORE.format(case=case, error=e)) from None
         scores = [_short_float(dsc[0]), _short_float(hd95[0]), _short_float(normhd[0]),
                   int(pred.count_nonzero()), int(label.count_nonzero())]
-        return [case, scores, self._attrs(d, case)]
+        return [case, self.attributes_of(d, case), scores]
 
-    def _attrs(self, d: Mapping, case: str) -> list[str]:
-        attrs = []
-        for a in self.attributes:
-            if a not in d:
-                raise ValueError(
-                    f"SegmentationScoresWriter: attribute '{a}' is not in the batch of case '{case}' "
-                    f"(keys read: {sorted(d)})"
-                )
-            value = _scalar(d[a])
-            code = _scalar(d.get(f"{a}_code", 0))
-            excluded = is_missing(value) or (code is not None and not is_missing(code)
-                                             and int(code) == EXCLUDED_CODE)
-            attrs.append("" if excluded else str(value).strip())
-        return attrs
+    def identity(self, data: list) -> int | None:
+        """The reference mask's voxel count: two rows of one case id with different masks are two cases."""
+        return data[4]
+
+    def clash(self, first: list, row: list) -> str:
+        return _MSG_CLASH.format(case=row[0], a_vox=first[2][4], a_attr=first[1], b_vox=row[2][4], b_attr=row[1])
 
     # ---- gather and write
 
     def __call__(self, engine: Engine) -> None:
         """Gather the rows of every rank and write the file (and the report) on ``save_rank``."""
-        ws = idist.get_world_size()
-        if self.save_rank >= ws:
-            raise ValueError(f"save_rank {self.save_rank} is not below the number of ranks ({ws})")
-        rows = string_list_all_gather(strings=self._rows) if ws > 1 else list(self._rows)
+        seen, n_differ = self.gather()
         path = self.output_dir / self.filename.format(epoch=engine.state.epoch)
         engine.state.scores_file = str(path)
-        if idist.get_rank() != self.save_rank:
+        if not self.is_save_rank():
             self._written.clear()  # the epoch completed: its segmentation files stay
             return
-        rows = [s for s in rows if s]  # a rank without rows contributes one empty string
-        seen: dict[str, list] = {}
-        n_differ = 0
-        for s in rows:
-            r = json.loads(s)
-            first = seen.setdefault(r[0], r)
-            if (first[1][4], first[2]) != (r[1][4], r[2]):
-                raise ValueError(_MSG_CLASH.format(case=r[0], a_vox=first[1][4], a_attr=first[2],
-                                                   b_vox=r[1][4], b_attr=r[2]))
-            n_differ += first[1] != r[1]
         if not seen:
             self.logger.warning("SegmentationScoresWriter: no cases in this epoch, %s not written", path)
             return
-        if len(seen) < len(rows):
-            self.logger.info("SegmentationScoresWriter: %d repeated case(s) written once", len(rows) - len(seen))
         if n_differ:
             self.logger.warning(
                 "SegmentationScoresWriter: %d repeated case(s) scored differently on another rank "
@@ -389,9 +339,9 @@ class SegmentationScoresWriter:
         columns = SCORE_COLUMNS if self.label_key is not None else INFERENCE_COLUMNS
         for j, col in enumerate(SCORE_COLUMNS + ("segmentation_file",)):
             if col in columns:
-                table[col] = [seen[k][1][j] for k in table["case_id"]]
+                table[col] = [seen[k][2][j] for k in table["case_id"]]
         for j, a in enumerate(self.attributes):
-            table[a] = [seen[k][2][j] for k in table["case_id"]]
+            table[a] = [seen[k][1][j] for k in table["case_id"]]
         df = pd.DataFrame(table)
         atomic_csv(df, path)  # HD95 inf is written "inf"
         if self.label_key is None:

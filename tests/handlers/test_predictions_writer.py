@@ -3,6 +3,7 @@
 import json
 import os
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,8 @@ from monai.engines import SupervisedEvaluator
 from monai.transforms import Activationsd, Lambdad
 from sklearn.metrics import roc_auc_score
 
+import fairmonai.data
+from fairmonai.attribute_codes import EXCLUDED_VALUE
 from fairmonai.handlers.predictions_writer import NOT_PROBABILITIES_MSG, PredictionsWriter
 
 RACES = ["Asian", "Black", "White"]
@@ -54,7 +57,7 @@ def _expected(records, net, attributes=("race",)):
                 row.update({f"prob_{k}": float(v) for k, v in enumerate(p)})
             row["prediction"] = int(p.argmax())
             for a in attributes:
-                row[a] = "" if r[f"{a}_code"] == -1 else r[a]
+                row[a] = EXCLUDED_VALUE if r[f"{a}_code"] == -1 else r[a]
             rows.append(row)
     return pd.DataFrame(rows).sort_values("case_id").reset_index(drop=True)
 
@@ -96,10 +99,10 @@ def test_rows_equal_softmax_by_hand(tmp_path, classes, decollate):
     pd.testing.assert_frame_equal(got.drop(columns=prob_cols), want.drop(columns=prob_cols), check_dtype=False)
     np.testing.assert_allclose(got[prob_cols].to_numpy(), want[prob_cols].to_numpy(), rtol=0, atol=1e-7)
     assert got["case_id"].tolist() == sorted(r["case_id"] for r in recs)
-    # excluded values (code -1, value "unknown") are empty cells, the others their value
+    # excluded values (code -1) are "unknown", as in the manifest; the others their value
     excluded = {r["case_id"] for r in recs if r["race_code"] == -1}
-    assert set(got.loc[got["race"] == "", "case_id"]) == excluded and excluded
-    assert "unknown" not in set(got["race"])
+    assert set(got.loc[got["race"] == "unknown", "case_id"]) == excluded and excluded
+    assert "" not in set(got["race"])
     assert not list(tmp_path.glob("*.tmp"))
 
 
@@ -115,7 +118,12 @@ def test_inference_without_labels_and_two_attributes(tmp_path):
 
 def test_report_written_and_auc_matches_sklearn(tmp_path):
     recs, net = _records(n=30), _network(2, seed=3)
-    writer = PredictionsWriter(tmp_path, attributes="race", report=True, schema=None, n_bootstrap=0, seed=1)
+    # the OCT schema with the missing-value policy 'exclude': the report leaves "unknown" out of the groups
+    schema = json.loads((Path(fairmonai.data.__file__).parent / "schemas" / "oct_glaucoma.json").read_text())
+    schema["attributes"]["race"]["missing"] = "exclude"
+    (tmp_path / "schema.json").write_text(json.dumps(schema))
+    writer = PredictionsWriter(tmp_path, attributes="race", report=True, schema=tmp_path / "schema.json",
+                               n_bootstrap=0, seed=1)
     ev = _run(recs, net, writer)
     out = tmp_path / "report"
     assert ev.state.predictions_report == str(out)
@@ -125,7 +133,7 @@ def test_report_written_and_auc_matches_sklearn(tmp_path):
     assert auc["overall"] == pytest.approx(roc_auc_score(df["label"], df["score"]), abs=1e-12)
     sel = df["race"] == "Black"
     assert auc["by_group"]["Black"] == pytest.approx(roc_auc_score(df["label"][sel], df["score"][sel]), abs=1e-12)
-    assert report["attributes"]["race"]["n_excluded"] == int((df["race"] == "").sum()) > 0
+    assert report["attributes"]["race"]["n_excluded"] == int((df["race"] == EXCLUDED_VALUE).sum()) > 0
 
 
 def test_report_skipped_without_labels(tmp_path, caplog):

@@ -117,10 +117,10 @@ def test_scores_equal_hand_and_numpy(tmp_path, decollate):
         normhd = 1.0 if math.isinf(hd) else min(hd / 150.0, 1.0)
         assert float(row["normhd"]) == pytest.approx(HAND[cid].get("normhd", normhd), abs=1e-7)
         assert int(row["pred_voxels"]) == int(p.sum()) and int(row["label_voxels"]) == int(y.sum())
-        assert row["age_group"] == ("" if code == -1 else age)
+        assert row["age_group"] == ("unknown" if code == -1 else age)  # excluded: EXCLUDED_VALUE
         assert row["menopausal_status"] == meno  # "unknown" is a group of menopausal status (code 2)
     # HD95 infinity written as "inf"
-    assert (path.read_text().splitlines()[4]).startswith("c4,0.0,inf,1.0,0,30,,pre")
+    assert (path.read_text().splitlines()[4]).startswith("c4,0.0,inf,1.0,0,30,unknown,pre")
     assert not list(tmp_path.glob(".*.tmp"))
 
 
@@ -284,7 +284,7 @@ def test_duplicate_case_ids(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="fairmonai.handlers.SegmentationScoresWriter"):
         _run(padded, SegmentationScoresWriter(tmp_path, attributes=["age_group"]))
     assert _read(tmp_path / "scores.csv")["case_id"].tolist() == ["c1", "c2", "c3", "c4", "c5"]
-    assert "2 repeated case(s) written once" in caplog.text
+    assert "2 repeated case(s)" in caplog.text
     # the same id with another reference mask: two cases sharing an id
     clash = recs + [dict(recs[1], case_id="c1")]
     with pytest.raises(ValueError) as e:
