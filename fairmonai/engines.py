@@ -14,6 +14,10 @@ does not change, so AMP autocast, ``GradScaler``, gradient accumulation (``accum
 In MONAI 1.6.1 the batch is decollated on ``MODEL_COMPLETED``, after the loss, so during the loss
 call ``engine.state.batch`` is still the collated dict (``_iteration`` calls ``prepare_batch`` on
 it but does not replace it; the group codes stay on the CPU and are moved to ``pred.device``).
+
+After each loss call the loss's logged terms (its ``last_terms``) are published on
+``engine.state.loss_terms`` (STYLE.md §3: state is shared through ``engine.state``), as detached
+tensors, so handlers read them there without a device sync per iteration.
 """
 
 from __future__ import annotations
@@ -133,8 +137,18 @@ class FairSupervisedTrainer(SupervisedTrainer):
     Only ``self.loss_function`` changes; ``_iteration`` is MONAI's own, so ``amp`` (autocast and
     ``GradScaler``), ``accumulation_steps``, ``compile`` and the events ``FORWARD_COMPLETED``,
     ``LOSS_COMPLETED``, ``BACKWARD_COMPLETED``, ``MODEL_COMPLETED`` are unchanged. The configured
-    loss stays available as :attr:`base_loss_function` (e.g. to read its diagnostics:
-    ``engine.base_loss_function.last_terms`` for :class:`fairmonai.losses.FairnessRegularizedLoss`).
+    loss stays available as :attr:`base_loss_function`.
+
+    Loss diagnostics: after every loss call, ``engine.state.loss_terms`` is a new
+    ``dict[str, torch.Tensor]`` of the loss's ``last_terms`` (e.g. ``task_loss``, ``mu``,
+    ``penalty``, ``msq_sfd``/``dv``, ``n_fallback`` of :class:`fairmonai.losses.FairnessRegularizedLoss`;
+    ``seg``, ``weighted``, ``total`` of :class:`fairmonai.losses.DivergenceWeightedLoss`), each a
+    detached tensor where the loss keeps it (the task loss and the penalty on ``pred``'s device; a
+    Python number becomes a float64 CPU tensor). Nothing is converted to a Python number, so
+    publishing costs no host-device sync; a handler converts when it logs (e.g.
+    :class:`fairmonai.handlers.PenaltyCurveLogger` every ``every_n`` iterations). A loss without
+    ``last_terms`` gives ``{}``; before the first iteration it is ``{}``. A plain
+    ``SupervisedTrainer`` has no ``loss_terms``.
 
     AMP on the CPU: MONAI 1.6.1 hard-codes ``torch.autocast("cuda")`` and
     ``torch.cuda.amp.GradScaler()``; without CUDA both disable themselves with a warning, so
@@ -248,6 +262,7 @@ class FairSupervisedTrainer(SupervisedTrainer):
 
         super().__init__(device, max_epochs, train_data_loader, network, optimizer, loss_function, **kwargs)
         self.loss_function = self._fair_loss  # the call site in _iteration stays MONAI's
+        self.state.loss_terms = {}
 
         self._representation: Any = None
         self._capturing = False
@@ -354,13 +369,25 @@ class FairSupervisedTrainer(SupervisedTrainer):
                 raise RuntimeError(LAYER_NOT_RUN_MSG.format(name=self.representation_layer))
             kwargs["representation"] = self._representation
         if self._keywords_checked:
-            return self.base_loss_function(pred, target, **kwargs)
-        try:
             out = self.base_loss_function(pred, target, **kwargs)
-        except TypeError as e:
-            for kw in self._loss_keywords:
-                if "unexpected keyword" in str(e) and repr(kw) in str(e):
-                    raise TypeError(self._keyword_message(kw)) from e
-            raise
-        self._keywords_checked = True
+        else:
+            try:
+                out = self.base_loss_function(pred, target, **kwargs)
+            except TypeError as e:
+                for kw in self._loss_keywords:
+                    if "unexpected keyword" in str(e) and repr(kw) in str(e):
+                        raise TypeError(self._keyword_message(kw)) from e
+                raise
+            self._keywords_checked = True
+        self.state.loss_terms = self._loss_terms()
         return out
+
+    def _loss_terms(self) -> dict[str, torch.Tensor]:
+        """The loss's ``last_terms`` as detached tensors (Python numbers: float64 CPU tensors); no sync."""
+        terms = getattr(self.base_loss_function, "last_terms", None)
+        if not isinstance(terms, Mapping):
+            return {}
+        return {
+            str(k): v.detach() if isinstance(v, torch.Tensor) else torch.tensor(v, dtype=torch.float64)
+            for k, v in terms.items()
+        }

@@ -5,9 +5,11 @@ is zero by construction; a Donsker-Varadhan bound is on another scale), so the p
 FaMI paper's Figure 3) plot one estimate computed the same way for every method and for the
 baseline: the mutual information between the sensitive attribute ``u`` and the model output ``v``
 (the logits, or a feature layer), estimated by scikit-learn's k-nearest-neighbour estimator on the
-last ``window`` training samples. Each method's own diagnostic (mean squared SFD for FaMI and MIGE,
-the Donsker-Varadhan value for MINE) is logged beside it, and the SFD penalties' small-group
-fallback (samples and groups whose SFD was set to 0) is summed per epoch.
+last ``window`` training samples (:func:`fairmonai.metrics.knn_mutual_information`). Each method's
+own diagnostic (mean squared SFD for FaMI and MIGE, the Donsker-Varadhan value for MINE), read from
+``engine.state.loss_terms`` where :class:`fairmonai.engines.FairSupervisedTrainer` publishes the
+loss's terms, is logged beside it, and the SFD penalties' small-group fallback (samples and groups
+whose SFD was set to 0) is summed per epoch.
 
 :class:`PenaltyCurveLogger` writes the rows to a CSV that
 ``python -m fairmonai.reports.penalty_curve`` summarises (total variation, RMSE to a moving average)
@@ -29,9 +31,10 @@ import torch
 from ignite.engine import Engine, Events
 from monai.engines import IterationEvents
 
+from ..metrics import KNN_MI_ESTIMATORS, knn_mutual_information
+
 __all__ = [
     "PenaltyCurveLogger",
-    "knn_mutual_information",
     "representation_from_engine",
     "ESTIMATORS",
     "BASE_COLUMNS",
@@ -40,7 +43,7 @@ __all__ = [
     "FALLBACK_COLUMNS",
 ]
 
-ESTIMATORS = ("sum", "joint")
+ESTIMATORS = KNN_MI_ESTIMATORS
 BASE_COLUMNS = ("iteration", "epoch", "n_samples", "mi_knn")
 LOSS_COLUMN = "loss"
 #: diagnostic keys of the SFD penalties' fallback (rows, groups of one call), summed per epoch.
@@ -49,98 +52,6 @@ FALLBACK_KEYS = ("n_fallback", "n_fallback_groups")
 FALLBACK_METRICS = ("sfd_fallback_rows", "sfd_fallback_groups")
 #: columns of the per-epoch fallback CSV.
 FALLBACK_COLUMNS = ("epoch", "iteration", "iterations", "rows", "group_batches")
-
-
-def knn_mutual_information(
-    v: np.ndarray | torch.Tensor,
-    u: np.ndarray | torch.Tensor,
-    *,
-    n_neighbors: int = 3,
-    random_state: int = 0,
-    estimator: str = "sum",
-    min_samples: int = 20,
-) -> float:
-    """k-NN estimate of the mutual information I(u; v) in nats, ``u`` discrete, ``v`` continuous.
-
-    Samples with a negative code (``-1``: in no group) are dropped first. Both estimators are Ross's
-    k-NN estimator for a discrete and a continuous variable (B. C. Ross, "Mutual Information between
-    Discrete and Continuous Data Sets", PLoS ONE 9(2), 2014), on ``v`` scaled to unit variance per
-    column with a 1e-10 jitter (as scikit-learn does):
-
-    * ``"sum"`` (default): ``sklearn.feature_selection.mutual_info_classif(v, u,
-      n_neighbors=n_neighbors, random_state=random_state).sum()``, i.e. the sum over the columns of
-      ``v`` of I(u; v_j), each column estimated separately. It equals I(u; v) for one column (a
-      binary classifier's logit); for several columns it ignores their dependence (it can
-      over-count redundant columns and miss information held only jointly), so it is a proxy for
-      wide feature layers.
-    * ``"joint"``: the same estimator on the vector ``v`` as a whole (max-norm neighbourhoods),
-      an estimate of I(u; v) itself; for one column it equals ``"sum"``. Its variance grows with
-      the dimension, so prefer it for logits or small layers.
-
-    Args:
-        v: ``(N,)`` or ``(N, D)`` continuous values (more dimensions are flattened to ``(N, -1)``).
-        u: ``(N,)`` integer group codes.
-        n_neighbors: k of the k-NN estimator (scikit-learn's default is 3).
-        random_state: seed of the jitter.
-        estimator: ``"sum"`` or ``"joint"``.
-        min_samples: fewer kept samples than this (or than ``n_neighbors + 1``) give NaN.
-
-    Returns:
-        The estimate (>= 0), or NaN when fewer than ``min_samples`` samples are left, fewer than two
-        groups have at least two samples, or ``v`` holds NaN or infinity.
-
-    Raises:
-        ValueError: an unknown ``estimator``; ``v`` and ``u`` of different lengths.
-    """
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {estimator!r}; choose one of {list(ESTIMATORS)}")
-    v = np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float64)
-    u = np.asarray(u.detach().cpu() if isinstance(u, torch.Tensor) else u).reshape(-1)
-    v = v.reshape(len(v), -1) if v.ndim != 1 else v.reshape(-1, 1)
-    if len(v) != len(u):
-        raise ValueError(f"v has {len(v)} samples but u has {len(u)}")
-    keep = u >= 0
-    v, u = v[keep], u[keep].astype(np.int64)
-    _, counts = np.unique(u, return_counts=True)
-    if len(u) < max(min_samples, n_neighbors + 1) or np.sum(counts >= 2) < 2 or not np.isfinite(v).all():
-        return float("nan")
-    if estimator == "sum":
-        from sklearn.feature_selection import mutual_info_classif
-
-        return float(mutual_info_classif(v, u, n_neighbors=n_neighbors, random_state=random_state).sum())
-    return _joint_mi(v, u, n_neighbors, random_state)
-
-
-def _joint_mi(v: np.ndarray, u: np.ndarray, n_neighbors: int, random_state: int) -> float:
-    """Ross (2014) on the whole vector; mirrors sklearn's ``_compute_mi_cd`` with the max-norm."""
-    from scipy.special import digamma
-    from sklearn.neighbors import KDTree, NearestNeighbors
-    from sklearn.preprocessing import scale
-    from sklearn.utils import check_random_state
-
-    rng = check_random_state(random_state)
-    x = scale(v, with_mean=False, copy=True)
-    means = np.maximum(1, np.mean(np.abs(x), axis=0))
-    x += 1e-10 * means * rng.standard_normal(size=x.shape)
-    n = len(u)
-    radius = np.empty(n)
-    label_counts = np.empty(n)
-    k_all = np.empty(n)
-    for label in np.unique(u):
-        mask = u == label
-        count = int(mask.sum())
-        if count > 1:
-            k = min(n_neighbors, count - 1)
-            nn = NearestNeighbors(n_neighbors=k, metric="chebyshev").fit(x[mask])
-            r = nn.kneighbors()[0]
-            radius[mask] = np.nextafter(r[:, -1], 0)
-            k_all[mask] = k
-        label_counts[mask] = count
-    mask = label_counts > 1
-    x, radius, k_all, label_counts = x[mask], radius[mask], k_all[mask], label_counts[mask]
-    m_all = KDTree(x, metric="chebyshev").query_radius(x, radius, count_only=True, return_distance=False)
-    mi = digamma(len(x)) + np.mean(digamma(k_all)) - np.mean(digamma(label_counts)) - np.mean(digamma(m_all))
-    return float(max(0.0, mi))
 
 
 def representation_from_engine(engine: Engine) -> torch.Tensor:
@@ -170,13 +81,14 @@ def _pred_from_output(output: Any) -> Any:
     return output
 
 
-def _loss_from_output(output: Any) -> float:
+def _loss_from_output(output: Any) -> torch.Tensor | None:
+    """The iteration's loss as a detached float tensor on its device (converted only when a row is written)."""
     if isinstance(output, (list, tuple)) and output and isinstance(output[0], Mapping):
         output = output[0]  # decollated: the scalar loss is replicated into every item
     value = output.get("loss") if isinstance(output, Mapping) else None
     if value is None:
-        return float("nan")
-    return float(torch.as_tensor(value).detach().float().mean())
+        return None
+    return torch.as_tensor(value.detach() if isinstance(value, torch.Tensor) else value).float().mean()
 
 
 def _check_clash(names: Any) -> None:
@@ -185,28 +97,54 @@ def _check_clash(names: Any) -> None:
         raise ValueError(f"diagnostic names {clash} clash with the fixed columns {list(BASE_COLUMNS) + [LOSS_COLUMN]}")
 
 
-def _scalar(name: str, value: Any) -> float:
-    if value is None:
-        return float("nan")
-    t = torch.as_tensor(value.detach() if isinstance(value, torch.Tensor) else value)
-    if t.numel() != 1:
-        raise ValueError(f"diagnostic {name!r} must be a scalar, got shape {tuple(t.shape)}")
-    return float(t.float().item())
+def _check_one(name: str, value: Any) -> None:
+    if isinstance(value, torch.Tensor) and value.numel() != 1:
+        raise ValueError(f"diagnostic {name!r} must be a scalar, got shape {tuple(value.shape)}")
+
+
+def _scalars(values: Mapping[str, Any]) -> dict[str, float]:
+    """Scalars (tensors on any device, numbers or ``None``) as Python floats (``None``: NaN), each
+    rounded through float32 as the logged values always were; the values on an accelerator are
+    stacked and copied to the host together (one sync)."""
+    out: dict[str, float] = {}
+    on_device: list[tuple[str, torch.Tensor]] = []
+    for name, value in values.items():
+        if value is None:
+            out[name] = float("nan")
+            continue
+        t = torch.as_tensor(value.detach() if isinstance(value, torch.Tensor) else value)
+        _check_one(name, t)
+        if t.device.type == "cpu":
+            out[name] = float(t.float().item())
+        else:
+            out[name] = float("nan")  # placeholder, keeps the column order
+            on_device.append((name, t))
+    if on_device:
+        device = on_device[0][1].device
+        host = torch.stack([t.reshape(()).float().to(device) for _, t in on_device]).cpu().tolist()
+        out.update(zip((name for name, _ in on_device), host))
+    return out
 
 
 class PenaltyCurveLogger:
     """Log a shared k-NN estimate of I(u; v) every ``every_n`` iterations, beside the loss's diagnostic.
 
-    Per iteration it keeps ``v`` (the model output ``pred``, detached, float, on the CPU, flattened to
+    Per iteration it keeps ``v`` (the model output ``pred``, detached, float, flattened to
     ``(B, -1)``; or a feature layer through ``representation_transform``) and the group codes
     ``u = engine.state.batch[sensitive_key]`` in a ring buffer of the last ``window`` samples with a
-    code >= 0 (``-1``, in no group, is never buffered). Every ``every_n`` iterations (at
+    code >= 0 (``-1``, in no group, is never counted). ``v`` stays on its device until a row is
+    written, and the loss and its terms stay tensors, so an iteration that writes no row converts
+    nothing to a Python number (no host-device sync). Every ``every_n`` iterations (at
     ``ITERATION_COMPLETED`` with ``iteration % every_n == 0``) it
 
-    * computes ``mi_knn`` = :func:`knn_mutual_information` of the buffer (``estimator="sum"``: the sum
-      over v's columns of ``mutual_info_classif(v, u, n_neighbors=k, random_state=seed)``; see there),
-      NaN when the buffer has fewer than ``min_samples`` samples or fewer than 2 groups;
-    * reads the method's diagnostic with ``diagnostic_getter`` (optional);
+    * computes ``mi_knn`` = :func:`fairmonai.metrics.knn_mutual_information` of the buffer
+      (``estimator="sum"``: the sum over v's columns of ``mutual_info_classif(v, u, n_neighbors=k,
+      random_state=seed)``; see there), NaN when the buffer has fewer than ``min_samples`` samples
+      or fewer than 2 groups;
+    * reads the method's diagnostic from ``engine.state.loss_terms`` (a ``dict[str, Tensor]`` of
+      scalars that :class:`fairmonai.engines.FairSupervisedTrainer` publishes after each loss call;
+      absent for a plain ``SupervisedTrainer``: no diagnostic columns), converting each value to a
+      float here, once per written row;
     * appends one row ``iteration, epoch, n_samples, mi_knn, <diagnostics...>, loss`` to
       ``output_dir/filename`` (rank 0 only; the file is opened, appended and closed for each row, so
       a killed run keeps every row written). ``loss`` is ``engine.state.output["loss"]`` of that
@@ -231,20 +169,19 @@ class PenaltyCurveLogger:
     (the report keeps the last row per iteration). Start a fresh run in a fresh ``output_dir``, or
     pass ``append=False`` to truncate the file at this handler's first row.
 
-    Diagnostic columns: a mapping returned by the getter gives one column per key (a scalar gives
-    the column ``diagnostic``; ``None`` gives NaN). Without ``diagnostic_names`` the columns are the
-    keys of the first row; later keys outside them are dropped with one warning, missing ones are NaN.
+    Diagnostic columns: one column per key of ``engine.state.loss_terms`` (a ``None`` value gives
+    NaN). Without ``diagnostic_names`` the columns are the keys of the first row; later keys outside
+    them are dropped with one warning, missing ones are NaN. ``log_loss_terms=False`` writes none.
 
     Bundle config (train handlers; the same for every method)::
 
         {"_target_": "fairmonai.handlers.penalty_curve.PenaltyCurveLogger",
          "sensitive_key": "@sensitive_key", "output_dir": "@output_dir", "every_n": 50, "window": 512,
-         "k": 3, "seed": "@seed", "diagnostic_getter": "base_loss_function.last_terms"}
+         "k": 3, "seed": "@seed"}
 
-    With :class:`fairmonai.losses.FairnessRegularizedLoss` as the trainer's loss,
-    ``"base_loss_function.last_terms"`` gives ``task_loss``, ``mu``, ``penalty`` and the penalty's
-    ``last_diagnostic`` (``msq_sfd`` for FaMI and MIGE, ``dv`` for MINE, ...);
-    ``"base_loss_function.penalty.last_diagnostic"`` gives the penalty's entries only. For the
+    With :class:`fairmonai.losses.FairnessRegularizedLoss` as the trainer's loss the columns are
+    ``task_loss``, ``mu``, ``penalty`` and the penalty's ``last_diagnostic`` (``msq_sfd`` for FaMI
+    and MIGE, ``dv`` for MINE, ...); the baseline (a plain ``SupervisedTrainer``) has none. For the
     feature-layer curve add ``"representation_transform":
     "$fairmonai.handlers.penalty_curve.representation_from_engine"`` (and a distinct
     ``metric_name``).
@@ -265,8 +202,9 @@ class PenaltyCurveLogger:
     row when ``append=False``). The per-epoch total is a different row type from the per-iteration
     rows of the main CSV, hence the second file; the main CSV already has each logged iteration's
     ``n_fallback`` and ``n_fallback_groups`` as diagnostic columns. Nothing is logged for a
-    diagnostic without these keys (MINE, the baseline, a penalty with ``mu = 0``) or without
-    ``diagnostic_getter``. Under DDP the line ends ``(epoch E, I iterations per rank, summed over W
+    diagnostic without these keys (MINE, the baseline, a penalty with ``mu = 0``) or with
+    ``log_loss_terms=False``. The per-iteration counts are summed as tensors and converted at the
+    epoch's end. Under DDP the line ends ``(epoch E, I iterations per rank, summed over W
     ranks)``. An epoch resumed in its middle counts its iterations after the resume only (the
     ``iterations`` column says how many).
 
@@ -280,21 +218,20 @@ class PenaltyCurveLogger:
         window: ring-buffer size in samples (per rank).
         k: ``n_neighbors`` of the estimator.
         seed: ``random_state`` of the estimator (the same at every logging step).
-        estimator: ``"sum"`` (default) or ``"joint"``, see :func:`knn_mutual_information`.
+        estimator: ``"sum"`` (default) or ``"joint"``, see :func:`fairmonai.metrics.knn_mutual_information`.
         min_samples: fewer buffered samples give ``mi_knn`` NaN (default 20).
         output_transform: maps ``engine.state.output`` to ``v`` ``(B, ...)``; default: ``pred``.
         representation_transform: maps the engine to ``v`` instead (e.g.
             :func:`representation_from_engine`, the trainer's feature-layer tap); takes precedence.
-        diagnostic_getter: the method's diagnostic: a callable ``getter(engine)``, or an attribute
-            path on the engine such as ``"base_loss_function.last_terms"``; the value is a
-            mapping of scalars, a scalar, or ``None``. Default ``None``: no diagnostic columns.
+        log_loss_terms: write ``engine.state.loss_terms`` as diagnostic columns (default ``True``;
+            an engine without ``loss_terms`` gives no columns).
         diagnostic_names: fix the diagnostic columns (default: the first row's keys).
         filename: CSV file name (default ``"penalty_curve.csv"``).
         append: append to an existing file (default) or truncate it at the first row.
         metric_name: the ``engine.state.metrics`` key (default ``"mi_knn"``).
         state_attribute: the ``engine.state`` attribute holding the last row.
-        log_fallback: sum the penalty's small-group fallback per epoch (default ``True``; needs a
-            ``diagnostic_getter`` whose value holds ``n_fallback``/``n_fallback_groups``).
+        log_fallback: sum the penalty's small-group fallback per epoch (default ``True``; needs
+            ``log_loss_terms`` and loss terms holding ``n_fallback``/``n_fallback_groups``).
         fallback_filename: the per-epoch fallback CSV (default ``"sfd_fallback.csv"``); ``None``
             writes none (the metrics and the log line stay).
         fallback_label: the method's name in the log line; default ``None``: the penalty's class
@@ -303,8 +240,8 @@ class PenaltyCurveLogger:
 
     Raises:
         ValueError: a bad option (at construction); during the run, a batch without
-            ``sensitive_key``, ``v`` and ``u`` of different lengths, a diagnostic attribute path that
-            does not resolve, a diagnostic name clashing with a fixed column.
+            ``sensitive_key``, ``v`` and ``u`` of different lengths, ``engine.state.loss_terms`` not a
+            mapping or holding a non-scalar, a diagnostic name clashing with a fixed column.
     """
 
     def __init__(
@@ -320,7 +257,7 @@ class PenaltyCurveLogger:
         min_samples: int = 20,
         output_transform: Callable = _pred_from_output,
         representation_transform: Callable | None = None,
-        diagnostic_getter: Callable | str | None = None,
+        log_loss_terms: bool = True,
         diagnostic_names: Sequence[str] | None = None,
         filename: str = "penalty_curve.csv",
         append: bool = True,
@@ -337,10 +274,6 @@ class PenaltyCurveLogger:
                 raise ValueError(f"{arg} must be an integer >= {low}, got {value!r}")
         if estimator not in ESTIMATORS:
             raise ValueError(f"unknown estimator {estimator!r}; choose one of {list(ESTIMATORS)}")
-        if diagnostic_getter is not None and not (callable(diagnostic_getter) or isinstance(diagnostic_getter, str)):
-            raise ValueError(
-                f"diagnostic_getter must be a callable, an attribute path or None, got {diagnostic_getter!r}"
-            )
         self.sensitive_key = sensitive_key
         self.output_dir = Path(output_dir)
         self.every_n = every_n
@@ -351,7 +284,7 @@ class PenaltyCurveLogger:
         self.min_samples = min_samples
         self.output_transform = output_transform
         self.representation_transform = representation_transform
-        self.diagnostic_getter = diagnostic_getter
+        self.log_loss_terms = bool(log_loss_terms)
         self.diagnostic_names = None if diagnostic_names is None else list(diagnostic_names)
         self.filename = filename
         self.append = append
@@ -361,11 +294,14 @@ class PenaltyCurveLogger:
         self.fallback_filename = fallback_filename
         self.fallback_label = fallback_label
         self.logger = logging.getLogger(name)
-        self._fallback = np.zeros(3)  # rows, group-batches, iterations with the keys (this epoch, this rank)
+        # this epoch, this rank: the summed (rows, group-batches) as a float64 tensor where the terms live
+        # (converted at the epoch's end), and the iterations whose terms had the keys
+        self._fallback_sum: torch.Tensor | None = None
+        self._fallback_iterations = 0
         self._fallback_file_started = False
-        self._v: np.ndarray | None = None
-        self._u = np.zeros(0, dtype=np.int64)
-        self._last_loss = float("nan")
+        # ring buffer: chunks (v (b, D) float on its device, u (b,) int64, kept-count), newest last
+        self._chunks: list[tuple[torch.Tensor, np.ndarray, int]] = []
+        self._last_loss: torch.Tensor | None = None
         self._columns: list[str] | None = None
         self._warned: set[str] = set()
 
@@ -382,7 +318,7 @@ class PenaltyCurveLogger:
     @property
     def _tracks_fallback(self) -> bool:
         # decided by the configuration alone, so every rank takes part in the same collectives
-        return self.log_fallback and self.diagnostic_getter is not None
+        return self.log_fallback and self.log_loss_terms
 
     def attach(self, engine: Engine) -> None:
         """Buffer on ``LOSS_COMPLETED`` (MONAI workflows) or ``ITERATION_COMPLETED``; log every ``every_n``;
@@ -427,38 +363,54 @@ class PenaltyCurveLogger:
             v = torch.stack([torch.as_tensor(x) for x in v])
         if hasattr(v, "as_tensor"):  # MetaTensor
             v = v.as_tensor()
-        v = torch.as_tensor(v.detach() if isinstance(v, torch.Tensor) else v).float().cpu()
-        v = (v.reshape(v.shape[0], -1) if v.ndim > 0 else v.reshape(1, 1)).numpy().astype(np.float64)
+        v = torch.as_tensor(v.detach() if isinstance(v, torch.Tensor) else v).float()  # stays on its device
+        v = v.reshape(v.shape[0], -1) if v.ndim > 0 else v.reshape(1, 1)
         u = self._codes(engine.state.batch)
         if len(u) != len(v):
             raise ValueError(f"v has {len(v)} samples but batch[{self.sensitive_key!r}] has {len(u)}")
-        keep = u >= 0
-        v, u = v[keep], u[keep]
-        if self._v is None or self._v.shape[1] != v.shape[1]:
-            self._v = np.zeros((0, v.shape[1]))
-            self._u = np.zeros(0, dtype=np.int64)
-        self._v = np.concatenate([self._v, v])[-self.window :]
-        self._u = np.concatenate([self._u, u])[-self.window :]
+        if self._chunks and self._chunks[0][0].shape[1] != v.shape[1]:
+            self._chunks = []
+        self._chunks.append((v, u, int(np.count_nonzero(u >= 0))))
+        kept = sum(c[2] for c in self._chunks)
+        while kept - self._chunks[0][2] >= self.window:  # the newer chunks hold the window without it
+            kept -= self._chunks.pop(0)[2]
         self._last_loss = _loss_from_output(engine.state.output)
         if self._tracks_fallback:
-            self._add_fallback(self._diagnostics(engine))
+            self._add_fallback(self._terms(engine))
 
     # small-group fallback -------------------------------------------------------------------------
     def reset_fallback(self, engine: Engine | None = None) -> None:
         """Zero this epoch's fallback sums (``EPOCH_STARTED``)."""
-        self._fallback = np.zeros(3)
+        self._fallback_sum = None
+        self._fallback_iterations = 0
 
-    def _add_fallback(self, diag: Mapping[str, float]) -> None:
-        if not any(k in diag for k in FALLBACK_KEYS):
+    def _add_fallback(self, terms: Mapping[str, Any]) -> None:
+        """Add this iteration's ``n_fallback``, ``n_fallback_groups`` (a missing or non-finite one: 0) to
+        the epoch's sums, as tensors (no sync)."""
+        present = [k for k in FALLBACK_KEYS if k in terms and terms[k] is not None]
+        if not present:
             return
-        for i, key in enumerate(FALLBACK_KEYS):
-            value = diag.get(key, 0.0)
-            self._fallback[i] += value if np.isfinite(value) else 0.0
-        self._fallback[2] += 1
+        first = terms[present[0]]
+        device = first.device if isinstance(first, torch.Tensor) else torch.device("cpu")
+        values = []
+        for key in FALLBACK_KEYS:
+            value = terms.get(key)
+            _check_one(key, value)
+            values.append(torch.as_tensor(0.0 if value is None else value, dtype=torch.float64,
+                                          device=device).reshape(()))
+        counts = torch.stack(values)
+        counts = torch.where(torch.isfinite(counts), counts, torch.zeros_like(counts))
+        self._fallback_sum = counts if self._fallback_sum is None else self._fallback_sum + counts
+        self._fallback_iterations += 1
+
+    def _fallback_counts(self) -> torch.Tensor:
+        """``(rows, group-batches, iterations)`` of this rank and epoch, float64 on the CPU."""
+        sums = torch.zeros(2, dtype=torch.float64) if self._fallback_sum is None else self._fallback_sum.cpu()
+        return torch.cat([sums, torch.tensor([float(self._fallback_iterations)], dtype=torch.float64)])
 
     def fallback_totals(self) -> dict[str, int]:
         """This rank's sums since the epoch started: ``rows``, ``group_batches``, ``iterations``."""
-        rows, groups, iters = (int(round(x)) for x in self._fallback)
+        rows, groups, iters = (int(round(x)) for x in self._fallback_counts().tolist())
         return {"rows": rows, "group_batches": groups, "iterations": iters}
 
     def _fallback_label(self, engine: Engine) -> str:
@@ -473,7 +425,7 @@ class PenaltyCurveLogger:
 
     def log_fallback_epoch(self, engine: Engine) -> None:
         """Sum the epoch's fallback counts over ranks; set the metrics, log one line, write one row (rank 0)."""
-        totals = torch.as_tensor(self._fallback, dtype=torch.float64)
+        totals = self._fallback_counts()
         import torch.distributed as dist
 
         world = 1
@@ -517,8 +469,12 @@ class PenaltyCurveLogger:
 
     def buffer(self) -> tuple[np.ndarray, np.ndarray]:
         """This rank's buffered ``(v (N, D), u (N,))``."""
-        v = self._v if self._v is not None else np.zeros((0, 1))
-        return v.copy(), self._u.copy()
+        if not self._chunks:
+            return np.zeros((0, 1)), np.zeros(0, dtype=np.int64)
+        v = torch.cat([c[0] for c in self._chunks]).cpu().numpy().astype(np.float64)  # the one sync
+        u = np.concatenate([c[1] for c in self._chunks])
+        keep = u >= 0
+        return v[keep][-self.window :], u[keep][-self.window :]
 
     def _gathered(self) -> tuple[np.ndarray, np.ndarray]:
         v, u = self.buffer()
@@ -533,23 +489,18 @@ class PenaltyCurveLogger:
         return gv.cpu().numpy(), gu.cpu().numpy()
 
     # logging --------------------------------------------------------------------------------------
-    def _diagnostics(self, engine: Engine) -> dict[str, float]:
-        getter = self.diagnostic_getter
-        if getter is None:
+    def _terms(self, engine: Engine) -> Mapping[str, Any]:
+        """``engine.state.loss_terms`` (tensors, unconverted), or ``{}`` when absent or not logged."""
+        if not self.log_loss_terms:
             return {}
-        if isinstance(getter, str):
-            value: Any = engine
-            for part in getter.split("."):
-                if not hasattr(value, part):
-                    raise ValueError(f"diagnostic_getter {getter!r}: {type(value).__name__} has no attribute {part!r}")
-                value = getattr(value, part)
-        else:
-            value = getter(engine)
-        if value is None:
+        terms = getattr(engine.state, "loss_terms", None)
+        if terms is None:
             return {}
-        if isinstance(value, Mapping):
-            return {str(k): _scalar(str(k), x) for k, x in value.items()}
-        return {"diagnostic": _scalar("diagnostic", value)}
+        if not isinstance(terms, Mapping):
+            raise ValueError(
+                f"engine.state.loss_terms must be a mapping of scalar tensors, got {type(terms).__name__}"
+            )
+        return terms
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -592,10 +543,12 @@ class PenaltyCurveLogger:
         v, u = self._gathered()
         mi = knn_mutual_information(v, u, n_neighbors=self.k, random_state=self.seed,
                                     estimator=self.estimator, min_samples=self.min_samples)
-        diag = self._diagnostics(engine)
-        _check_clash(diag)
+        terms = {str(k): x for k, x in self._terms(engine).items()}
+        _check_clash(terms)
+        diag = _scalars({**terms, LOSS_COLUMN: self._last_loss})  # the terms and the loss in one copy
+        loss = diag.pop(LOSS_COLUMN)
         row: dict[str, Any] = {"iteration": engine.state.iteration, "epoch": engine.state.epoch,
-                               "n_samples": int(len(u)), "mi_knn": mi, **diag, LOSS_COLUMN: self._last_loss}
+                               "n_samples": int(len(u)), "mi_knn": mi, **diag, LOSS_COLUMN: loss}
         engine.state.metrics[self.metric_name] = mi
         setattr(engine.state, self.state_attribute, dict(row))
         rank = getattr(engine.state, "rank", None)

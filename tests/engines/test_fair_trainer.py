@@ -304,3 +304,98 @@ def test_loss_batch_keys_checked_at_construction():
         _trainer(_net(), WeightRecordingLoss(), sensitive_key=None)
     with pytest.raises(ValueError, match="may not set 'sensitive'"):
         _trainer(_net(), RecordingLoss(), loss_batch_keys={"sensitive": "race_code"})
+
+
+# ------------------------------------------------------------------ loss terms on engine.state
+
+
+class GapPenalty(torch.nn.Module):
+    """(mean of v[:, 0] in group 0 - mean in the other groups) ** 2, with tensor ops only (no host sync)."""
+
+    def forward(self, v, *, sensitive):
+        g0 = (sensitive == 0).to(v.dtype)
+        m0 = (v[:, 0] * g0).sum() / g0.sum().clamp(min=1)
+        m1 = (v[:, 0] * (1 - g0)).sum() / (1 - g0).sum().clamp(min=1)
+        self.last_diagnostic = {"gap": (m0 - m1).detach()}
+        return (m0 - m1) ** 2
+
+
+def test_loss_terms_equal_the_loss_computed_directly():
+    import copy
+
+    from fairmonai.losses import FairnessRegularizedLoss, MINEPenalty
+
+    torch.manual_seed(0)
+    loss = FairnessRegularizedLoss(torch.nn.MSELoss(), MINEPenalty(num_groups=3, in_features=2), mu=0.5,
+                                   target_transform="none")
+    reference = copy.deepcopy(loss)  # the same critic, moving average and shuffling state
+    net = _net()
+    # lr 0 (and the critic outside the optimizer): the network and critic stay as they are
+    trainer = _trainer(net, loss, optimizer=torch.optim.SGD(net.parameters(), lr=0.0))
+    assert trainer.state.loss_terms == {}  # before the first iteration
+    published = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: published.append(e.state.loss_terms))
+    trainer.run()
+    assert len(published) == 6
+    for terms, batch in zip(published, _loader(_data())):
+        pred = net(batch["image"])
+        total = reference(pred, batch["label"], sensitive=batch["race_code"].long())
+        assert list(terms) == ["task_loss", "mu", "penalty", "dv", "ma", "n_used", "n_excluded"]
+        assert all(isinstance(t, torch.Tensor) and t.ndim == 0 and not t.requires_grad for t in terms.values())
+        for key, expected in reference.last_terms.items():
+            assert torch.equal(terms[key], expected), key
+        # the published numbers are the loss's: total = task + mu * penalty, penalty = the DV value
+        assert float(terms["task_loss"]) == torch.nn.functional.mse_loss(pred, batch["label"]).item()
+        assert float(terms["penalty"]) == float(terms["dv"]) != 0.0
+        assert float(terms["task_loss"]) + 0.5 * float(terms["penalty"]) == pytest.approx(total.item(), rel=1e-6)
+        assert float(terms["mu"]) == 0.5 and terms["mu"].dtype == torch.float64
+
+
+def test_loss_terms_of_divergence_weighted_loss_and_of_a_loss_without_terms():
+    from fairmonai.losses import DivergenceWeightedLoss
+
+    class SampleMSE(torch.nn.Module):
+        def forward(self, pred, target):
+            return ((pred - target) ** 2).mean(dim=1)  # (B,): per-sample values
+
+    data = [dict(d, sample_weight=float(i % 3)) for i, d in enumerate(_data())]
+    net = _net()
+    trainer = FairSupervisedTrainer(
+        device="cpu", max_epochs=1, train_data_loader=_loader(data), network=net,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.0), loss_function=DivergenceWeightedLoss(SampleMSE(), 0.2),
+        loss_batch_keys={"weight": "sample_weight"},
+    )
+    trainer.run()
+    last = list(_loader(data))[-1]  # weights (1, 2): samples 10 and 11
+    per = ((net(last["image"]) - last["label"]) ** 2).mean(dim=1).detach()
+    expected = {"seg": per.mean(), "weighted": (torch.tensor([1.0, 2.0]) * per).mean()}
+    expected["total"] = 0.2 * expected["seg"] + 0.8 * expected["weighted"]
+    assert set(trainer.state.loss_terms) == set(expected)
+    for key, value in expected.items():
+        torch.testing.assert_close(trainer.state.loss_terms[key], value, rtol=1e-6, atol=0)
+
+    plain = _trainer(_net(), RecordingLoss())  # no last_terms: nothing to publish
+    plain.run()
+    assert plain.state.loss_terms == {}
+
+
+def test_publishing_the_terms_converts_nothing_to_python_numbers(monkeypatch):
+    from fairmonai.losses import FairnessRegularizedLoss
+
+    loss = FairnessRegularizedLoss(torch.nn.MSELoss(), GapPenalty(), mu=0.5, target_transform="none")
+    trainer = _trainer(_net(), loss)
+    calls, active = [], [False]
+    for name in ("item", "tolist", "__float__", "__int__", "__bool__"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _n=name, _o=original, **k: (
+            active[0] and calls.append(_n), _o(self, *a, **k))[1])
+    # from the batch to LOSS_COMPLETED: prepare_batch, forward, the loss hook, publishing the terms. (After
+    # it MONAI's own decollation on MODEL_COMPLETED calls .item() on the loss unless decollate=False.)
+    trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: (calls.append("start"), active.__setitem__(0, True)))
+    trainer.add_event_handler(IterationEvents.LOSS_COMPLETED, lambda e: active.__setitem__(0, False))
+    trainer.run()
+    monkeypatch.undo()
+    assert calls == ["start"] * 6  # no host conversion up to the loss in any iteration
+    terms = trainer.state.loss_terms
+    assert list(terms) == ["task_loss", "mu", "penalty", "gap"]
+    assert float(terms["penalty"]) == pytest.approx(float(terms["gap"]) ** 2, rel=1e-6)

@@ -16,7 +16,7 @@ from sklearn.feature_selection import mutual_info_classif
 from torch.utils.data import DataLoader
 
 from fairmonai.engines import FairSupervisedTrainer
-from fairmonai.handlers.penalty_curve import PenaltyCurveLogger, knn_mutual_information, representation_from_engine
+from fairmonai.handlers.penalty_curve import PenaltyCurveLogger, representation_from_engine
 
 
 def _toy_batches(delta, n_iter=8, batch=32, seed=0, dim=1, missing=0.0):
@@ -66,22 +66,17 @@ def test_planted_mi_rises_with_delta_and_matches_sklearn(tmp_path, dim):
 
 
 def test_csv_rows_at_expected_iterations(tmp_path):
-    class Loss:
-        last_diagnostic = None
-
-    loss = Loss()
     batches = _toy_batches(1.0, n_iter=5, batch=16)
     state = {"i": 0}
 
     def step(engine, batch):
         state["i"] += 1
-        loss.last_diagnostic = {"sfd_sq": torch.tensor(0.1 * state["i"]), "dv": 0.5}
+        engine.state.loss_terms = {"sfd_sq": torch.tensor(0.1 * state["i"]),
+                                   "dv": torch.tensor(0.5, dtype=torch.float64)}
         return {"pred": batch["v"], "loss": torch.tensor(float(state["i"]))}
 
     engine = Engine(step)
-    engine.loss_obj = loss
-    logger = PenaltyCurveLogger("race_code", tmp_path, every_n=3, window=64, min_samples=20,
-                                diagnostic_getter="loss_obj.last_diagnostic")
+    logger = PenaltyCurveLogger("race_code", tmp_path, every_n=3, window=64, min_samples=20)
     logger.attach(engine)
     engine.run(batches, max_epochs=2)  # 10 iterations -> rows at 3, 6, 9
     df = pd.read_csv(tmp_path / "penalty_curve.csv")
@@ -110,7 +105,6 @@ def test_too_few_samples_or_one_group_give_nan(tmp_path):
     PenaltyCurveLogger("race_code", tmp_path / "one", every_n=1).attach(engine)
     engine.run(one_group, max_epochs=1)
     assert math.isnan(engine.state.metrics["mi_knn"])
-    assert math.isnan(knn_mutual_information(np.full((30, 1), np.nan), np.arange(30) % 2))
 
 
 def test_missing_codes_are_skipped(tmp_path):
@@ -145,19 +139,6 @@ def test_resume_appends(tmp_path):
     assert pd.read_csv(tmp_path / "penalty_curve.csv")["iteration"].tolist() == [3, 6]
 
 
-def test_joint_estimator_equals_sum_in_one_dimension():
-    rng = np.random.default_rng(1)
-    u = rng.integers(0, 3, 150)
-    v = u[:, None] * 0.8 + rng.standard_normal((150, 1))
-    a = knn_mutual_information(v, u, estimator="sum", random_state=3)
-    b = knn_mutual_information(v, u, estimator="joint", random_state=3)
-    assert a == pytest.approx(b, abs=1e-12)
-    # two copies of the same column: the sum double counts, the joint estimate does not
-    v2 = np.concatenate([v, v + 1e-3 * rng.standard_normal((150, 1))], axis=1)
-    assert knn_mutual_information(v2, u) > 1.5 * a
-    assert knn_mutual_information(v2, u, estimator="joint") < 1.3 * a
-
-
 def test_bad_options_and_missing_key(tmp_path):
     with pytest.raises(ValueError, match=r"unknown estimator 'ksg'; choose one of \['sum', 'joint'\]"):
         PenaltyCurveLogger("race_code", tmp_path, estimator="ksg")
@@ -168,17 +149,19 @@ def test_bad_options_and_missing_key(tmp_path):
     msg = "no sensitive attribute key 'sex_code'; the batch keys are ['race_code', 'v']"
     with pytest.raises(ValueError, match=re.escape(msg)):
         engine.run(_toy_batches(1.0, n_iter=1), max_epochs=1)
-    engine = _engine()
-    getter = "base_loss_function.last"
-    PenaltyCurveLogger("race_code", tmp_path / "x", every_n=1, diagnostic_getter=getter).attach(engine)
-    with pytest.raises(ValueError, match="Engine has no attribute 'base_loss_function'"):
-        engine.run(_toy_batches(1.0, n_iter=1), max_epochs=1)
+    for terms, msg in ([1.0, "engine.state.loss_terms must be a mapping of scalar tensors, got float"],
+                       [{"dv": torch.zeros(2)}, "diagnostic 'dv' must be a scalar, got shape (2,)"]):
+        engine = _engine()
+        engine.add_event_handler(Events.ITERATION_STARTED, lambda e, t=terms: setattr(e.state, "loss_terms", t))
+        PenaltyCurveLogger("race_code", tmp_path / "x", every_n=1).attach(engine)
+        with pytest.raises(ValueError, match=re.escape(msg)):
+            engine.run(_toy_batches(1.0, n_iter=1), max_epochs=1)
 
 
 class DiagLoss(torch.nn.Module):
     def forward(self, pred, target, *, sensitive, representation=None):
         task = ((pred - target) ** 2).mean()
-        self.last_diagnostic = {"sfd_sq": float(sensitive.float().mean())}
+        self.last_terms = {"sfd_sq": sensitive.float().mean()}
         return task
 
 
@@ -189,9 +172,8 @@ def test_with_fair_trainer_logits_and_representation(tmp_path):
     x = torch.randn(n, 4) + g[:, None].float()
     data = [{"image": x[i], "label": torch.zeros(2), "race_code": int(g[i])} for i in range(n)]
     net = torch.nn.Sequential(OrderedDict(feat=torch.nn.Linear(4, 3), head=torch.nn.Linear(3, 2)))
-    pred_log = PenaltyCurveLogger("race_code", tmp_path / "pred", every_n=6, window=48,
-                                  diagnostic_getter="base_loss_function.last_diagnostic")
-    feat_log = PenaltyCurveLogger("race_code", tmp_path / "feat", every_n=6, window=48,
+    pred_log = PenaltyCurveLogger("race_code", tmp_path / "pred", every_n=6, window=48)
+    feat_log = PenaltyCurveLogger("race_code", tmp_path / "feat", every_n=6, window=48, log_loss_terms=False,
                                   representation_transform=representation_from_engine, metric_name="mi_knn_feat")
     trainer = FairSupervisedTrainer(
         device="cpu", max_epochs=1, train_data_loader=DataLoader(data, batch_size=8), network=net,
@@ -209,6 +191,7 @@ def test_with_fair_trainer_logits_and_representation(tmp_path):
     assert p["mi_knn"][0] == pytest.approx(expected_pred, rel=1e-5)
     assert f["mi_knn"][0] == pytest.approx(expected_feat, rel=1e-5)
     assert p["sfd_sq"][0] == pytest.approx(0.5)
+    assert list(f.columns) == ["iteration", "epoch", "n_samples", "mi_knn", "loss"]  # log_loss_terms=False
     assert trainer.state.metrics["mi_knn"] == p["mi_knn"][0]
     assert trainer.state.metrics["mi_knn_feat"] == f["mi_knn"][0]
 
@@ -216,33 +199,31 @@ def test_with_fair_trainer_logits_and_representation(tmp_path):
 # ------------------------------------------------------------------ small-group fallback per epoch
 
 
-def _fallback_engine(per_iteration, diag_extra=None):
-    """Plain engine whose loss object reports the given (n_fallback, n_fallback_groups) per iteration."""
-    class Loss:
-        last_diagnostic = None
+def _f64(x):
+    return torch.tensor(float(x), dtype=torch.float64)
 
-    loss = Loss()
+
+def _fallback_engine(per_iteration, terms_extra=None):
+    """Plain engine whose loss terms report the given (n_fallback, n_fallback_groups) per iteration."""
     counts = iter(per_iteration)
 
     def step(engine, batch):
         rows, groups = next(counts)
-        loss.last_diagnostic = {"msq_sfd": 0.5, "n_fallback": float(rows), "n_fallback_groups": float(groups),
-                                **(diag_extra or {})}
+        engine.state.loss_terms = {"msq_sfd": _f64(0.5), "n_fallback": _f64(rows), "n_fallback_groups": _f64(groups),
+                                   **(terms_extra or {})}
         return {"pred": batch["v"], "loss": torch.tensor(1.0)}
 
-    engine = Engine(step)
-    engine.loss_obj = loss
-    return engine
+    return Engine(step)
 
 
 def test_fallback_summed_per_epoch_logged_and_written(tmp_path, caplog):
     per_iteration = [(3, 1), (0, 0), (7, 2), (1, 1), (0, 0), (6, 1)]  # 2 epochs of 3 iterations
     engine = _fallback_engine(per_iteration)
     seen, at_epoch_end = [], []
-    logger = PenaltyCurveLogger("race_code", tmp_path, every_n=100, diagnostic_getter="loss_obj.last_diagnostic",
-                                fallback_label="FaMI")
+    logger = PenaltyCurveLogger("race_code", tmp_path, every_n=100, fallback_label="FaMI")
     logger.attach(engine)
-    engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(dict(e.loss_obj.last_diagnostic)))
+    engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(
+        {k: float(t) for k, t in e.state.loss_terms.items()}))
     engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: at_epoch_end.append(
         (e.state.metrics["sfd_fallback_rows"], e.state.metrics["sfd_fallback_groups"])))
     with caplog.at_level("INFO", logger="fairmonai.handlers.PenaltyCurveLogger"):
@@ -261,35 +242,31 @@ def test_fallback_summed_per_epoch_logged_and_written(tmp_path, caplog):
 
     # resume: appended below the same header; append=False truncates at the first row
     again = _fallback_engine(per_iteration[:3])
-    PenaltyCurveLogger("race_code", tmp_path, every_n=100, diagnostic_getter="loss_obj.last_diagnostic").attach(again)
+    PenaltyCurveLogger("race_code", tmp_path, every_n=100).attach(again)
     again.run(_toy_batches(1.0, n_iter=3, batch=8), max_epochs=1)
     assert pd.read_csv(tmp_path / "sfd_fallback.csv")["rows"].tolist() == [10, 7, 10]
     fresh = _fallback_engine(per_iteration[:3])
-    PenaltyCurveLogger("race_code", tmp_path, every_n=100, diagnostic_getter="loss_obj.last_diagnostic",
-                       append=False).attach(fresh)
+    PenaltyCurveLogger("race_code", tmp_path, every_n=100, append=False).attach(fresh)
     fresh.run(_toy_batches(1.0, n_iter=3, batch=8), max_epochs=1)
     assert pd.read_csv(tmp_path / "sfd_fallback.csv")["rows"].tolist() == [10]
 
 
 def test_fallback_not_logged_without_the_keys(tmp_path, caplog):
-    # MINE or the baseline: no n_fallback in the diagnostic; no getter at all; or switched off
-    class Loss:
-        last_diagnostic = {"dv": 0.1}
-
-    for kwargs in ({"diagnostic_getter": "loss_obj.last_diagnostic"}, {},
-                   {"diagnostic_getter": "loss_obj.last_diagnostic", "log_fallback": False}):
+    # MINE: no n_fallback in the loss terms; the baseline: no loss terms at all; or switched off
+    for terms, kwargs in (({"dv": _f64(0.1)}, {}), (None, {}), ({"dv": _f64(0.1)}, {"log_fallback": False})):
         engine = _engine()
-        engine.loss_obj = Loss()
+        if terms is not None:
+            engine.add_event_handler(Events.ITERATION_STARTED, lambda e, t=terms: setattr(e.state, "loss_terms", t))
         PenaltyCurveLogger("race_code", tmp_path, every_n=100, **kwargs).attach(engine)
         with caplog.at_level("INFO", logger="fairmonai.handlers.PenaltyCurveLogger"):
             engine.run(_toy_batches(1.0, n_iter=2), max_epochs=1)
         assert "sfd_fallback_rows" not in engine.state.metrics
     assert "small-group fallback" not in caplog.text and not (tmp_path / "sfd_fallback.csv").exists()
-    engine = _fallback_engine([(2, 1)] * 2)
-    PenaltyCurveLogger("race_code", tmp_path, every_n=100, diagnostic_getter="loss_obj.last_diagnostic",
-                       log_fallback=False).attach(engine)
-    engine.run(_toy_batches(1.0, n_iter=2), max_epochs=1)
-    assert "sfd_fallback_rows" not in engine.state.metrics
+    for kwargs in ({"log_fallback": False}, {"log_loss_terms": False}):
+        engine = _fallback_engine([(2, 1)] * 2)
+        PenaltyCurveLogger("race_code", tmp_path, every_n=100, **kwargs).attach(engine)
+        engine.run(_toy_batches(1.0, n_iter=2), max_epochs=1)
+        assert "sfd_fallback_rows" not in engine.state.metrics
 
 
 def _fair_trainer(tmp_path, penalty, max_epochs=2):
@@ -302,8 +279,7 @@ def _fair_trainer(tmp_path, penalty, max_epochs=2):
     data = [{"image": x[i], "label": torch.tensor([i % 2]), "race_code": int(g[i])} for i in range(16)]
     net = torch.nn.Linear(4, 2)
     loss = FairnessRegularizedLoss(torch.nn.CrossEntropyLoss(), penalty, mu=0.5)
-    logger = PenaltyCurveLogger("race_code", tmp_path, every_n=1, window=64, min_samples=4,
-                                diagnostic_getter="base_loss_function.last_terms")
+    logger = PenaltyCurveLogger("race_code", tmp_path, every_n=1, window=64, min_samples=4)
     trainer = FairSupervisedTrainer(
         device="cpu", max_epochs=max_epochs, train_data_loader=DataLoader(data, batch_size=8, shuffle=False),
         network=net, optimizer=torch.optim.SGD(net.parameters(), lr=0.1), loss_function=loss,
@@ -311,8 +287,7 @@ def _fair_trainer(tmp_path, penalty, max_epochs=2):
     )
     per_iteration, per_epoch = [], []
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: per_iteration.append(
-        (e.state.epoch, e.base_loss_function.last_terms["n_fallback"],
-         e.base_loss_function.last_terms["n_fallback_groups"],
+        (e.state.epoch, float(e.state.loss_terms["n_fallback"]), float(e.state.loss_terms["n_fallback_groups"]),
          bool(all(torch.isfinite(p.grad).all() for p in net.parameters())))))
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: per_epoch.append(
         (e.state.metrics["sfd_fallback_rows"], e.state.metrics["sfd_fallback_groups"])))
@@ -368,8 +343,7 @@ def _fallback_dist_worker(rank, world, init_file, out_dir):
         torch.set_num_threads(1)
         per_rank = {0: [(3, 1), (0, 0), (1, 1)], 1: [(2, 1), (4, 2), (0, 0)]}[rank]
         engine = _fallback_engine(per_rank)
-        PenaltyCurveLogger("race_code", out_dir, every_n=100, diagnostic_getter="loss_obj.last_diagnostic",
-                           fallback_label="FaMI").attach(engine)
+        PenaltyCurveLogger("race_code", out_dir, every_n=100, fallback_label="FaMI").attach(engine)
         engine.run(_toy_batches(1.0, n_iter=3, batch=8, seed=rank), max_epochs=1)
         with open(os.path.join(out_dir, f"metrics_rank{rank}.json"), "w") as f:
             json.dump({k: engine.state.metrics[k] for k in ("sfd_fallback_rows", "sfd_fallback_groups")}, f)
@@ -392,3 +366,52 @@ def test_fallback_summed_over_two_gloo_ranks(tmp_path):
     df = pd.read_csv(tmp_path / "sfd_fallback.csv")  # rank 0 only: one row
     assert df.to_dict("list") == {"epoch": [1], "iteration": [3], "iterations": [3], "rows": [10],
                                   "group_batches": [5]}
+
+
+def test_loss_terms_are_converted_only_on_logged_iterations(tmp_path, monkeypatch):
+    from fairmonai.losses import FairnessRegularizedLoss
+
+    class GapPenalty(torch.nn.Module):  # tensor ops only
+        def forward(self, v, *, sensitive):
+            g0 = (sensitive == 0).to(v.dtype)
+            gap = (v[:, 0] * g0).sum() / g0.sum().clamp(min=1) - (v[:, 0] * (1 - g0)).sum() / (1 - g0).sum().clamp(min=1)
+            self.last_diagnostic = {"gap": gap.detach()}
+            return gap ** 2
+
+    torch.manual_seed(0)
+    g = torch.arange(24) % 2
+    data = [{"image": torch.randn(4) + g[i], "label": torch.zeros(2), "race_code": int(g[i])} for i in range(24)]
+    net = torch.nn.Linear(4, 2)
+    loss = FairnessRegularizedLoss(torch.nn.MSELoss(), GapPenalty(), mu=0.5, target_transform="none")
+    logger = PenaltyCurveLogger("race_code", tmp_path, every_n=3, window=24, min_samples=4)
+    trainer = FairSupervisedTrainer(
+        device="cpu", max_epochs=1, train_data_loader=DataLoader(data, batch_size=4), network=net,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.0), loss_function=loss, sensitive_key="race_code",
+        train_handlers=[logger], decollate=False,  # MONAI's decollation would call .item() on the loss itself
+    )
+    per_iteration, active, expected = [], [False], []
+    for name in ("item", "tolist", "__float__"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _o=original, **k: (
+            active[0] and per_iteration.__setitem__(-1, per_iteration[-1] + 1), _o(self, *a, **k))[1])
+
+    def start(e):
+        per_iteration.append(0)
+        active[0] = True
+
+    def done(e):
+        active[0] = False
+        expected.append({k: float(t) for k, t in e.state.loss_terms.items()} | {"loss": float(e.state.output["loss"].detach())})
+
+    trainer.add_event_handler(Events.ITERATION_STARTED, start)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, done)  # after the logger's row
+    trainer.run()
+    monkeypatch.undo()
+    assert [n > 0 for n in per_iteration] == [False, False, True] * 2  # conversions on logged iterations only
+    df = pd.read_csv(tmp_path / "penalty_curve.csv")
+    assert list(df.columns) == ["iteration", "epoch", "n_samples", "mi_knn", "task_loss", "mu", "penalty", "gap",
+                                "loss"]
+    for row, want in zip(df.to_dict("records"), [expected[2], expected[5]]):
+        assert {k: row[k] for k in want} == pytest.approx(want, rel=1e-6)
+        assert row["penalty"] == pytest.approx(row["gap"] ** 2, rel=1e-5) and row["mu"] == 0.5
+        assert row["loss"] == pytest.approx(row["task_loss"] + 0.5 * row["penalty"], rel=1e-6)
