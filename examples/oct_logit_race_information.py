@@ -1,17 +1,19 @@
 """How much race information the test logits of finished OCT runs carry, and where it sits.
 
-For each run folder (one model of ``experiment_oct_fami.py``: it holds ``eval/predictions_test.csv``)
+For each run folder (one run of an OCT experiment, e.g. ``fami_seeds``: it holds ``eval/predictions_test.csv``)
 reads the glaucoma probability p, takes the logit margin z = log(p / (1 - p)) (= v1 - v0 of the two
 logits) and prints
 
 * the mean of z per race (what a degree-1 FaMI fit sees: group means and variances);
 * ``I(race; z)``: the k-nearest-neighbour estimate that the penalty-curve log records during
-  training (:func:`fairmonai.handlers.penalty_curve.knn_mutual_information`, k = 3), mean over
+  training (:func:`fairmonai.metrics.knn_mutual_information`, k = 3), mean over
   5 seeds of its jitter, in nats;
 * ``I(race; z | y)``: the same within each label, weighted by the label's share: race information
   that the label does not explain.
 
-    python benchmarks/oct_logit_race_information.py benchmarks/results/oct_fami_vit_z/seed0/{vit,fami_vit}
+    python -m fairmonai.experiments run bundles/oct_glaucoma_fami fami_seeds --out runs/fami_seeds \
+        --configurations vit fami_vit
+    python examples/oct_logit_race_information.py runs/fami_seeds/{vit,fami_vit}_seed0
 
 Scored on the test split, once, after training; it selects nothing.
 """
@@ -25,7 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import logit
 
-from fairmonai.handlers.penalty_curve import knn_mutual_information
+from fairmonai.metrics import knn_mutual_information
 
 
 def knn_mi(z: np.ndarray, codes: np.ndarray, repeats: int = 5) -> float:

@@ -4,12 +4,13 @@ For runs trained before ``bn_recalibration`` existed (or with it off): the recal
 weight and no training step (``fairmonai.handlers.batchnorm_recalibration``), so recalibrating the
 final ``models/model.pt`` afterwards gives the model the switch would have produced, up to the
 batch composition of the one pass (the last epoch's shuffle here). Each run folder is one
-``bundle_root`` of ``benchmarks/experiment_oct_fami.py``; its ``train.log`` starts with the command
-that trained it, from which the configs and overrides are read back. Writes
+``bundle_root`` of an OCT experiment (``python -m fairmonai.experiments run bundles/oct_glaucoma_fami
+fami_seeds ...``); its ``logs/train.log`` (``train.log`` in runs of the former demo script) starts with
+the command that trained it, from which the configs and overrides are read back. Writes
 ``models/model_bnrecal.pt`` and ``eval_bnrecal/report_test/`` next to the original files (nothing
 is overwritten) and prints the test metrics before and after; runs already done are only read.
 
-    python benchmarks/recalibrate_oct_runs.py benchmarks/results/oct_fami/seed*/dn benchmarks/results/oct_fami/seed*/fami_dn
+    python examples/recalibrate_oct_runs.py runs/fami_seeds/dn_seed* runs/fami_seeds/fami_dn_seed*
 """
 
 from __future__ import annotations
@@ -31,9 +32,13 @@ KEYS = (("auc", "metrics", "auc", "overall"), ("eom", "disparities", "eom", "val
 
 
 def _training_command(root: Path) -> list[str]:
-    first = (root / "train.log").read_text().splitlines()[0]
+    log = root / "logs" / "train.log"
+    log = log if log.is_file() else root / "train.log"
+    if not log.is_file():
+        raise ValueError(f"{root}: no logs/train.log (not a run folder of an experiment)")
+    first = log.read_text().splitlines()[0]
     if not first.startswith("$ "):
-        raise ValueError(f"{root / 'train.log'} does not start with the training command")
+        raise ValueError(f"{log} does not start with the training command")
     return shlex.split(first[2:])
 
 
@@ -41,7 +46,7 @@ def _overrides(cmd: list[str]) -> tuple[list[str], dict[str, str]]:
     args = cmd[cmd.index("run") + 1:]
     pairs = dict(zip(args[0::2], args[1::2]))
     files = ast.literal_eval(pairs.pop("--config_file"))
-    return files, {k[2:]: v for k, v in pairs.items() if k not in ("--meta_file", "--logging_file")}
+    return files, {k[2:]: v for k, v in pairs.items() if k not in ("--meta_file", "--logging_file", "--resume")}
 
 
 def _value(text: str):
