@@ -16,7 +16,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) -m fairmonai.demo --bundle bundles/oct_glaucoma_fami --out $(DEMO_OUT)
+	$(PY) -m fairmonai.experiments run bundles/oct_glaucoma_fami demo --out $(DEMO_OUT)
 
 # The default run excludes tests marked slow (pyproject.toml); `make test-slow` runs only those.
 test: install
