@@ -17,7 +17,11 @@ _HOME = {
     "write_report": ".report",
     "FIGURE2_PAIRS": ".compare",
     "dice_heatmap_comparison": ".compare",
+    "FAIRNESS_LABELS": ".report",
+    "fairness_bars": ".report",
     "forest_plot": ".plots",
+    "fairness_chart": ".plots",
+    "fairness_figure": ".plots",
     "heatmap": ".plots",
     "metric_bar_chart": ".plots",
 }

@@ -1,7 +1,8 @@
-"""Figures of a fairness report: forest plot, bar chart of fairness metrics, Dice heatmap.
+"""Figures of a fairness report: forest plot, fairness chart (gaps and ratios), bar chart, Dice heatmap.
 
-Each function takes plain numbers (no metric computation here), writes one PNG and returns its
-path. Matplotlib runs with the non-interactive Agg backend, so no display is needed.
+Each function takes plain numbers and labels (no metric computation here), writes one PNG and
+returns its path; :func:`fairness_figure` returns the open figure instead, for tests and notebooks.
+Matplotlib runs with the non-interactive Agg backend, so no display is needed.
 """
 
 from __future__ import annotations
@@ -16,8 +17,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
-__all__ = ["forest_plot", "metric_bar_chart", "heatmap"]
+__all__ = ["CI_GID", "forest_plot", "fairness_figure", "fairness_chart", "metric_bar_chart", "heatmap"]
+
+#: ``gid`` of the line collection that draws the confidence intervals of a bar panel (one segment
+#: ``[(low, y), (high, y)]`` per bar with an interval), so that tests can read them back.
+CI_GID = "ci"
 
 
 def _finite(x) -> bool:
@@ -76,11 +82,104 @@ def forest_plot(
     return path
 
 
+def _draw_intervals(ax, segments: list) -> None:
+    """Intervals ``[(low, y), (high, y)]`` as one line collection (gid :data:`CI_GID`) with caps."""
+    if not segments:
+        return
+    ys = [seg[0][1] for seg in segments]
+    ax.hlines(ys, [seg[0][0] for seg in segments], [seg[1][0] for seg in segments], colors="black", lw=1.5,
+              gid=CI_GID)
+    for end in (0, 1):  # caps
+        ax.plot([seg[end][0] for seg in segments], ys, "|", color="black", ms=8)
+
+
+def _bar_panel(ax, rows: Sequence[Mapping], *, fair: float, xlabel: str) -> None:
+    """Horizontal bars from 0 with their intervals (black lines, gid :data:`CI_GID`) and a line at ``fair``."""
+    ys = np.arange(len(rows))[::-1]
+    segments = []
+    for y, r in zip(ys, rows):
+        v, lo, hi = r.get("value"), r.get("ci_low"), r.get("ci_high")
+        if not _finite(v):
+            ax.text(0, y, " n/a", va="center", color="grey")
+            continue
+        ax.barh(y, v, color="tab:orange" if v < 0 else "tab:blue", height=0.6)
+        end = v
+        if _finite(lo) and _finite(hi):
+            segments.append([(lo, y), (hi, y)])
+            end = max(v, hi)
+        ax.text(end, y, f" {v:.3f}", va="center", fontsize=8)
+    _draw_intervals(ax, segments)
+    ax.axvline(fair, color="black", lw=1.0, ls="--" if fair else "-")
+    ax.set_yticks(ys)
+    ax.set_yticklabels([r["label"] for r in rows])
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="x", alpha=0.3)
+
+
+def fairness_figure(
+    gaps: Sequence[Mapping],
+    ratios: Sequence[Mapping],
+    *,
+    title: str = "Fairness metrics",
+    ci_text: str = "",
+) -> Figure:
+    """Two panels: gaps (a fair model scores 0) above ratios (a fair model scores 1), each bar with its interval.
+
+    Gaps and ratios are on different scales with different fair values, so they get separate axes:
+    the gap panel has a solid line at 0, the ratio panel a dashed line at 1. An interval is a black
+    line with caps from ``ci_low`` to ``ci_high`` (the segments of the line collection with gid
+    :data:`CI_GID`); a percentile interval of a gap can lie beside its value (see
+    :mod:`fairmonai.metrics._group_bootstrap`), so it is drawn as it is, not as +- errors.
+
+    Args:
+        gaps: one mapping per bar, top to bottom: ``label`` (words), ``value``, optional ``ci_low``,
+            ``ci_high``. A NaN value is listed as n/a.
+        ratios: the same for the ratio panel.
+        title: figure title.
+        ci_text: what the intervals are (e.g. ``"95 % bootstrap CI"``), shown under the title.
+
+    Returns:
+        The figure (the caller saves and closes it); ``fig.axes`` is ``[gap axis, ratio axis]``.
+    """
+    n_g, n_r = max(len(gaps), 1), max(len(ratios), 1)
+    fig, (ax_g, ax_r) = plt.subplots(2, 1, figsize=(10.0, 2.2 + 0.42 * (n_g + n_r)),
+                                     gridspec_kw={"height_ratios": [n_g + 1, n_r + 1]})
+    _bar_panel(ax_g, gaps, fair=0.0, xlabel="gap (difference between groups; fair = 0)")
+    _bar_panel(ax_r, ratios, fair=1.0, xlabel="ratio (between groups; fair = 1)")
+    ax_g.set_title("Gaps: 0 for a fair model", fontsize=9)
+    ax_r.set_title("Ratios: 1 for a fair model", fontsize=9)
+    for ax, rows, least in ((ax_g, gaps, 0.0), (ax_r, ratios, 1.0)):  # room for the printed values
+        right = max([least] + [r[k] for r in rows for k in ("value", "ci_high") if _finite(r.get(k))])
+        ax.set_xlim(min([0.0] + [r["value"] for r in rows if _finite(r.get("value"))]), 1.15 * right or 1.0)
+    fig.suptitle(title + (f"\n({ci_text})" if ci_text else ""), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def fairness_chart(
+    gaps: Sequence[Mapping],
+    ratios: Sequence[Mapping],
+    path: str | os.PathLike,
+    *,
+    title: str = "Fairness metrics",
+    ci_text: str = "",
+) -> Path:
+    """Write :func:`fairness_figure` to the PNG ``path`` and return the path."""
+    path = Path(path)
+    fig = fairness_figure(gaps, ratios, title=title, ci_text=ci_text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def metric_bar_chart(
     values: Mapping[str, float],
     path: str | os.PathLike,
     *,
     ideal: Mapping[str, float] | None = None,
+    ci: Mapping[str, Sequence[float]] | None = None,
     title: str = "Fairness metrics",
 ) -> Path:
     """Horizontal bars, one per metric, value printed at the bar's end; NaN metrics are listed as n/a.
@@ -89,21 +188,30 @@ def metric_bar_chart(
         values: metric name -> value.
         path: the PNG to write.
         ideal: optional metric name -> value of a perfectly fair model (drawn as a tick).
+        ci: optional metric name -> ``(low, high)`` interval, drawn as a black line with caps (the
+            line collection with gid :data:`CI_GID`).
         title: figure title.
     """
     path = Path(path)
     names = list(values)
     fig, ax = plt.subplots(figsize=(6.4, 1.2 + 0.42 * max(len(names), 1)))
     ys = np.arange(len(names))[::-1]
+    segments = []
     for y, name in zip(ys, names):
         v = values[name]
         if not _finite(v):
             ax.text(0, y, " n/a", va="center", color="grey")
             continue
         ax.barh(y, v, color="tab:orange" if v < 0 else "tab:blue", height=0.6)
-        ax.text(v, y, f" {v:.3f}", va="center", fontsize=8)
+        end = v
+        lo, hi = (ci or {}).get(name) or (None, None)
+        if _finite(lo) and _finite(hi):
+            segments.append([(lo, y), (hi, y)])
+            end = max(v, hi)
+        ax.text(end, y, f" {v:.3f}", va="center", fontsize=8)
         if ideal and name in ideal:
             ax.plot([ideal[name]] * 2, [y - 0.35, y + 0.35], color="black", lw=1.5)
+    _draw_intervals(ax, segments)
     ax.set_yticks(ys)
     ax.set_yticklabels(names)
     ax.axvline(0, color="black", lw=0.8)

@@ -19,8 +19,17 @@ value among the schema's categories) with pandas alone, then imports the metrics
 matplotlib, computes every metric of :mod:`fairmonai.metrics` for each attribute and writes into
 ``out_dir``: ``report.json`` (everything), ``metrics.csv`` (one row per attribute, metric and group),
 ``report.md`` (tables a person reads) and PNG figures: a forest plot of per-group AUC with bootstrap
-confidence intervals and a bar chart of the fairness metrics per attribute (classification); a bar
-chart of the challenge scores and a heatmap of mean Dice for each pair of attributes (segmentation).
+confidence intervals and a chart of the fairness metrics per attribute, gaps (fair = 0) and ratios
+(fair = 1) in two panels with their intervals, named in words (:data:`FAIRNESS_LABELS`;
+classification); a bar chart of the challenge scores with their intervals and a heatmap of mean Dice
+for each pair of attributes (segmentation).
+
+Confidence intervals are percentile bootstrap intervals, ``n_bootstrap`` resamples (default 1000) at
+``confidence_level`` (0.95) with ``seed`` (0), for both tasks: classification resamples within each
+(group, label) stratum (:mod:`fairmonai.metrics._group_bootstrap`); segmentation resamples cases from
+the whole set and recomputes every challenge score on each replicate, the group means, gaps and
+disparities and PS, FS, TS from them
+(:func:`fairmonai.metrics._bootstrap_segmentation.bootstrap_challenge_scores`).
 Both files and the CLI say, per attribute, how many cases the schema's missing-value policy left
 out of the groups (``exclude``, or an empty cell) or put in the ``unknown`` group (``category``).
 The files are written to a temporary folder beside ``out_dir`` and moved there at the end, so a
@@ -52,7 +61,18 @@ from ._inputs import (
     read_predictions,
 )
 
-__all__ = ["ReportInputError", "read_predictions", "detect_task", "write_report", "dice_matrix", "RESERVED_COLUMNS"]
+__all__ = [
+    "ReportInputError",
+    "read_predictions",
+    "detect_task",
+    "write_report",
+    "dice_matrix",
+    "RESERVED_COLUMNS",
+    "FAIRNESS_LABELS",
+    "GAP_MEASURES",
+    "RATIO_MEASURES",
+    "fairness_bars",
+]
 
 #: Policy names as the report prints them.
 _POLICY_TEXT = {"exclude": "exclude", "category": "category", "error": "error", None: "none (no schema entry)"}
@@ -65,9 +85,16 @@ def _fmt(x, digits: int = 3) -> str:
 
 
 def _fmt_ci(ci) -> str:
-    if not ci or ci[0] is None or ci[1] is None:
+    if not ci or ci[0] is None or ci[1] is None or math.isnan(ci[0]) or math.isnan(ci[1]):
         return ""
     return f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _ci_text(n_bootstrap: int, confidence_level: float) -> str:
+    """What the figures' intervals are, in words (empty without a bootstrap)."""
+    if not n_bootstrap:
+        return ""
+    return f"black lines: {confidence_level * 100:g} % percentile bootstrap CI, {n_bootstrap} resamples"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -150,9 +177,10 @@ def _classification(checked: CheckedPredictions, out_dir: Path, *, n_bootstrap, 
                 rows, out_dir / f"forest_auc_{attr}.png", overall={"value": auc["overall"], "ci_low": ov[0],
                                                                    "ci_high": ov[1]},
                 metric_name="AUC", title=f"AUC by {attr}")
-        bars, ideal = _fairness_bars(d)
-        figures[f"fairness_{attr}"] = plots.metric_bar_chart(bars, out_dir / f"fairness_{attr}.png", ideal=ideal,
-                                                             title=f"Fairness metrics by {attr}")
+        gaps, ratios = fairness_bars(d)
+        figures[f"fairness_{attr}"] = plots.fairness_chart(gaps, ratios, out_dir / f"fairness_{attr}.png",
+                                                           title=f"Fairness metrics by {attr}",
+                                                           ci_text=_ci_text(n_bootstrap, confidence_level))
     return result, csv_rows, md, figures
 
 
@@ -162,22 +190,63 @@ def _ci_cols(ci) -> dict:
     return {"ci_low": ci[0], "ci_high": ci[1]}
 
 
-def _fairness_bars(d: Mapping) -> tuple[dict, dict]:
-    """The fairness indices of a summary dict, and each one's value for a perfectly fair model."""
-    bars, ideal = {}, {}
-    for name in ("auc", "tpr", "fpr"):  # the selection-rate gap is dp_difference, listed below
-        if name in d["metrics"]:
-            bars[f"{name} gap"] = d["metrics"][name]["difference"]
-            ideal[f"{name} gap"] = 0.0
-    for name, disp in d["disparities"].items():
-        bars[name] = disp["value"]
-        if name == "eom":
-            ideal[name] = 1.0
-        elif name in ("eodd", "sigma_iou") or name.endswith("difference"):
-            ideal[name] = 0.0
-        elif name.endswith("ratio"):
-            ideal[name] = 1.0
-    return bars, ideal
+#: Words for each fairness measure on the chart, by code name: ``<metric>_difference`` /
+#: ``<metric>_ratio`` of a group metric (``max - min`` and ``min / max`` over the groups, the report's
+#: ``between_groups`` method), or the name of a disparity index of
+#: :func:`fairmonai.metrics.classification_fairness_summary`.
+FAIRNESS_LABELS: Mapping[str, str] = {
+    "auc_difference": "AUC gap (best - worst group)",
+    "tpr_difference": "Equal opportunity gap (TPR difference)",
+    "fpr_difference": "False positive rate gap (FPR difference)",
+    "dp_difference": "Demographic parity gap (selection rate difference)",
+    "eo_difference": "Equalized odds gap (larger of TPR and FPR gaps)",
+    "eodd": "EOdd (gap in TPR + FPR, summed over classes)",
+    "sigma_iou": "Spread of the groups' mean IoU (sigma_IoU)",
+    "auc_ratio": "AUC ratio (worst/best)",
+    "tpr_ratio": "True positive rate ratio (min/max)",
+    "fpr_ratio": "False positive rate ratio (min/max)",
+    "dp_ratio": "Demographic parity ratio (selection rate min/max)",
+    "eo_ratio": "Equalized odds ratio (smaller of TPR and FPR ratios)",
+    "eom": "Equal opportunity ratio EOM (TPR min/max, mean over classes)",
+}
+#: The gap panel (a fair model scores 0), top to bottom.
+GAP_MEASURES = ("auc_difference", "tpr_difference", "fpr_difference", "dp_difference", "eo_difference", "eodd",
+                "sigma_iou")
+#: The ratio panel (a fair model scores 1), top to bottom.
+RATIO_MEASURES = ("auc_ratio", "tpr_ratio", "fpr_ratio", "dp_ratio", "eo_ratio", "eom")
+
+
+def _measure(d: Mapping, code: str):
+    """``(value, ci)`` of a fairness measure of a summary dict, or ``None`` where the summary lacks it."""
+    if code in d["disparities"]:
+        disp = d["disparities"][code]
+        return disp["value"], disp.get("ci")
+    base, _, kind = code.rpartition("_")
+    if kind in ("difference", "ratio") and base in d["metrics"]:
+        m = d["metrics"][base]
+        return m[kind], (m.get("ci") or {}).get(kind)
+    return None
+
+
+def fairness_bars(d: Mapping) -> tuple[list[dict], list[dict]]:
+    """The gap and ratio bars of a fairness summary dict (``FairnessSummary.to_dict()``).
+
+    Each bar is ``{"code", "label", "value", "ci_low", "ci_high"}``, the label from
+    :data:`FAIRNESS_LABELS`; the gaps are the measures of :data:`GAP_MEASURES` the summary has, the
+    ratios those of :data:`RATIO_MEASURES`, in that order. ES-AUC is on neither panel: it is an AUC
+    scaled down by the groups' gaps, whose fair value is the overall AUC (it is in the Markdown).
+    """
+    panels = []
+    for codes in (GAP_MEASURES, RATIO_MEASURES):
+        rows = []
+        for code in codes:
+            found = _measure(d, code)
+            if found is None:
+                continue
+            value, ci = found
+            rows.append({"code": code, "label": FAIRNESS_LABELS[code], "value": value, **_ci_cols(ci)})
+        panels.append(rows)
+    return panels[0], panels[1]
 
 
 def _classification_markdown(attr: str, d: Mapping) -> list[str]:
@@ -223,7 +292,16 @@ def _classification_markdown(attr: str, d: Mapping) -> list[str]:
 # segmentation
 
 
-def _segmentation(checked: CheckedPredictions, out_dir: Path, *, ts_weight, title):
+#: The challenge scores' rows of the Markdown table (and of the CSV), in order.
+_SEG_SCORES = ("mean_dsc", "mean_normhd", "performance_score", "fairness_score", "total_score")
+#: Words for the challenge scores on the chart.
+_SEG_LABELS = {"mean_dsc": "Mean DSC", "mean_normhd": "Mean NormHD", "performance_score": "Performance score (PS)",
+               "fairness_score": "Fairness score (FS)", "total_score": "Total score (TS)"}
+
+
+def _segmentation(checked: CheckedPredictions, out_dir: Path, *, ts_weight, title, n_bootstrap=0,
+                  confidence_level=0.95, seed=0):
+    from ..metrics._bootstrap_segmentation import bootstrap_challenge_scores
     from ..metrics._segmentation import HD_MAX, challenge_scores
     from . import plots
 
@@ -234,40 +312,65 @@ def _segmentation(checked: CheckedPredictions, out_dir: Path, *, ts_weight, titl
         hd95 = checked.values["hd95"]
         normhd = np.where(np.isinf(hd95), 1.0, np.clip(hd95 / HD_MAX, 0.0, 1.0))
     encoded = {a: (checked.codes[a], checked.groups[a]) for a in checked.attributes}
-    scores = challenge_scores(dsc, normhd, sensitive_features={a: c for a, (c, _) in encoded.items()},
-                              group_names={a: n for a, (_, n) in encoded.items()}, ts_weight=ts_weight)
+    features = {a: c for a, (c, _) in encoded.items()}
+    group_names = {a: n for a, (_, n) in encoded.items()}
+    scores = challenge_scores(dsc, normhd, sensitive_features=features, group_names=group_names, ts_weight=ts_weight)
     d = scores.to_dict()
+    ci = None
+    if n_bootstrap:
+        ci = bootstrap_challenge_scores(dsc, normhd, sensitive_features=features, group_names=group_names,
+                                        ts_weight=ts_weight, n_bootstrap=n_bootstrap,
+                                        confidence_level=confidence_level, seed=seed)
+        d["bootstrap"] = ci["bootstrap"]
+        d["ci"] = {k: ci[k] for k in _SEG_SCORES}
     for attr, v in d["variables"].items():
         v["missing_values"] = dict(checked.missing[attr])
+        if ci is not None:
+            v["ci"] = ci["variables"][attr]
+    top_ci = d.get("ci") or {}
     result = {"task": "segmentation", **d}
-    csv_rows = [{"attribute": "", "metric": k, "group": "overall", "value": d[k], "n": d["n_cases"]}
-                for k in ("mean_dsc", "mean_normhd", "performance_score", "fairness_score", "total_score")]
+    csv_rows = [{"attribute": "", "metric": k, "group": "overall", "value": d[k], **_ci_cols(top_ci.get(k)),
+                 "n": d["n_cases"]} for k in _SEG_SCORES]
     if "normhd" in checked.values:
         source = "NormHD from the file's 'normhd' column" + (
             " (values above 1 present: not clipped, as the public scoring script)" if (normhd > 1).any() else "")
     else:
         source = f"NormHD = min(HD95 / {HD_MAX:g}, 1) from the file's 'hd95' column"
+    intervals = ("" if ci is None else
+                 f" Confidence intervals: {int(confidence_level * 100)} % percentile bootstrap, {n_bootstrap} "
+                 f"resamples of the cases (not stratified), seed {seed}; every score recomputed on each resample.")
     md = [f"# {title}\n", f"{d['n_cases']} cases; {source}; HD95 in voxel units on the original "
-          "grid; total score = ts_weight * PS + (1 - ts_weight) * FS.\n",
+          "grid; total score = ts_weight * PS + (1 - ts_weight) * FS." + intervals + "\n",
           "| score | value |", "|---|---:|"]
-    md += [f"| {k} | {_fmt(d[k])} |" for k in ("mean_dsc", "mean_normhd", "performance_score", "fairness_score",
-                                               "total_score", "ts_weight")]
+    md += [f"| {k} | {_fmt(d[k])}{_fmt_ci(top_ci.get(k))} |" for k in _SEG_SCORES]
+    md.append(f"| ts_weight | {_fmt(d['ts_weight'])} |")
     figures = {}
     for attr, v in d["variables"].items():
-        md += [f"\n## {attr}\n", f"Disparity D = {_fmt(v['disparity'])} (fairness 1 - D = {_fmt(v['fairness'])}). "
+        vci = v.get("ci") or {}
+        n_groups = len(v["groups"])
+        dsc_ci, hd_ci = vci.get("mean_dsc") or [None] * n_groups, vci.get("mean_normhd") or [None] * n_groups
+        md += [f"\n## {attr}\n", f"Disparity D = {_fmt(v['disparity'])}{_fmt_ci(vci.get('disparity'))} "
+               f"(fairness 1 - D = {_fmt(v['fairness'])}{_fmt_ci(vci.get('fairness'))}). "
                + _missing_line(attr, v["missing_values"]).split(": ", 1)[1] + "\n",
                "| group | n | mean DSC | mean NormHD |",
                "|---|---:|---:|---:|"]
-        for g, n, m_d, m_h in zip(v["groups"], v["counts"], v["mean_dsc"], v["mean_normhd"]):
-            md.append(f"| {g} | {n} | {_fmt(m_d)} | {_fmt(m_h)} |")
-            csv_rows.append({"attribute": attr, "metric": "mean_dsc", "group": g, "value": m_d, "n": n})
-            csv_rows.append({"attribute": attr, "metric": "mean_normhd", "group": g, "value": m_h, "n": n})
-        csv_rows.append({"attribute": attr, "metric": "disparity", "group": "", "value": v["disparity"], "n": None})
-    bars = {"mean DSC": d["mean_dsc"], "mean NormHD": d["mean_normhd"], "PS": d["performance_score"],
-            "FS": d["fairness_score"], "TS": d["total_score"]}
-    bars.update({f"D {a}": v["disparity"] for a, v in d["variables"].items()})
-    figures["challenge_scores"] = plots.metric_bar_chart(bars, out_dir / "challenge_scores.png",
-                                                         title="MAMA-MIA challenge scores")
+        for g, n, m_d, m_h, c_d, c_h in zip(v["groups"], v["counts"], v["mean_dsc"], v["mean_normhd"], dsc_ci, hd_ci):
+            md.append(f"| {g} | {n} | {_fmt(m_d)}{_fmt_ci(c_d)} | {_fmt(m_h)}{_fmt_ci(c_h)} |")
+            csv_rows.append({"attribute": attr, "metric": "mean_dsc", "group": g, "value": m_d, **_ci_cols(c_d),
+                             "n": n})
+            csv_rows.append({"attribute": attr, "metric": "mean_normhd", "group": g, "value": m_h, **_ci_cols(c_h),
+                             "n": n})
+        csv_rows.append({"attribute": attr, "metric": "disparity", "group": "", "value": v["disparity"],
+                         **_ci_cols(vci.get("disparity")), "n": None})
+    bars = {_SEG_LABELS[k]: d[k] for k in _SEG_SCORES}
+    bar_ci = {_SEG_LABELS[k]: top_ci[k] for k in _SEG_SCORES if k in top_ci}
+    for a, v in d["variables"].items():
+        bars[f"Disparity D ({a})"] = v["disparity"]
+        if v.get("ci"):
+            bar_ci[f"Disparity D ({a})"] = v["ci"]["disparity"]
+    figures["challenge_scores"] = plots.metric_bar_chart(
+        bars, out_dir / "challenge_scores.png", ci=bar_ci,
+        title="MAMA-MIA challenge scores" + (f"\n({_ci_text(n_bootstrap, confidence_level)})" if ci else ""))
     names = list(encoded)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
@@ -327,7 +430,9 @@ def write_report(
         schema: dataset name or schema path; gives each attribute's category order and missing-value
             policy (``exclude``: an empty cell or ``unknown`` is in no group; ``category``: an empty
             cell is the ``missing_category`` group). The report counts both per attribute.
-        n_bootstrap: bootstrap resamples for confidence intervals (classification; 0 = none).
+        n_bootstrap: bootstrap resamples for confidence intervals (both tasks; 0 = none). Segmentation
+            recomputes every challenge score on each resample, about 0.5 ms per resample for a few
+            hundred cases.
         confidence_level: interval level, in (0, 1).
         seed: bootstrap seed.
         threshold: decision threshold of a binary classifier's score, in [0, 1].
@@ -365,7 +470,9 @@ def write_report(
                 checked, tmp, n_bootstrap=n_bootstrap, confidence_level=confidence_level, seed=seed,
                 threshold=threshold, eodd_strategy=eodd_strategy, reference_group=reference_group, title=title)
         else:
-            result, csv_rows, md, figures = _segmentation(checked, tmp, ts_weight=ts_weight, title=title)
+            result, csv_rows, md, figures = _segmentation(checked, tmp, ts_weight=ts_weight, title=title,
+                                                          n_bootstrap=n_bootstrap, confidence_level=confidence_level,
+                                                          seed=seed)
         result["predictions"] = str(path)
         result["missing_values"] = {a: dict(m) for a, m in checked.missing.items()}
         result["input_warnings"] = list(checked.warnings)

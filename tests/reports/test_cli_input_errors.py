@@ -125,6 +125,7 @@ def test_failure_after_the_check_leaves_nothing(tmp_path, monkeypatch):
     p = tmp_path / "p.csv"
     p.write_text(GOOD)
     monkeypatch.setattr(plots, "metric_bar_chart", broken)
+    monkeypatch.setattr(plots, "fairness_chart", broken)  # the classification report's fairness figure
     with pytest.raises(RuntimeError, match="disk full"):
         write_report(p, tmp_path / "new" / "rep", n_bootstrap=0)
     assert sorted(x.name for x in tmp_path.iterdir()) == ["p.csv"]  # no report, no temporary folder
