@@ -1,7 +1,7 @@
 """FairMedSeg's per-epoch subgroup discovery + reweighting, against one training epoch of the bundle's UNet.
 
 What FairMedSeg adds to an epoch (after the validation run) is one call of
-:func:`fairmonai.handlers.divergence_weights`: subgroup discovery on the validation cases' Dice at
+:func:`fairmonai.metrics.divergence_weights`: subgroup discovery on the validation cases' Dice at
 ``minsup`` (every conjunction of ``attribute=value`` items) and the per-training-case weight, the
 largest ``|divergence|`` of the subgroups the case belongs to. This script times that call and sets it
 against the time of one training epoch of ``bundles/mama_mia_fairmedseg``'s network.
@@ -13,10 +13,10 @@ the attributes derived as ``benchmarks/bench_subgroups.py`` derives them (missin
 Split: 1,200 training / 306 validation cases, the sizes of the official MAMA-MIA split
 (``train_test_splits.csv``, train 1,200 / test 306; the bundle validates on the official test part).
 That file is not public, so the partition is a seeded random one of the same sizes. Without the table,
-the synthetic generator's metadata planner (:mod:`fairmonai.data.synth.mama_mia`, age group with the
-real table's approximate shares, menopause / density drawn given age, density missing for 96 % as in
-the real table) and, for the extra attributes, independent draws with the real table's cardinalities
-and approximate shares.
+seeded draws: age group with the real table's approximate shares, menopause and density given the age
+group with the probabilities the synthetic generator (:mod:`fairmonai.data.synth.mama_mia`) uses,
+density missing for 96 % as in the real table, and, for the extra attributes, independent draws with
+the real table's cardinalities and approximate shares.
 
 **Attributes.** 3: ``age_group``, ``menopausal_status``, ``breast_density`` (the challenge's). 6: those
 plus ``--extra`` (default ``dataset`` (4 collections), ``ethnicity`` (11 values), ``bmi_group``
@@ -71,9 +71,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from fairmonai.attribute_codes import EXCLUDED_VALUE
 from fairmonai.data.attributes import age_to_group, normalise_density, normalise_menopause
-from fairmonai.data.manifest import EXCLUDED_VALUE
-from fairmonai.handlers import SubgroupReweighting, divergence_weights
+from fairmonai.handlers import SubgroupReweighting
+from fairmonai.metrics import divergence_weights
 
 #: The shared data folder beside the repository (``../shared``), found from this script, not a machine path.
 DEFAULT_TABLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "shared",
@@ -97,6 +98,12 @@ MIB = 2.0 ** 20
 SYNTH_AGE_SHARES = {"0-40": 0.23, "41-50": 0.35, "51-60": 0.28, "61-70": 0.12, "71+": 0.02}
 SYNTH_DENSITY_MISSING = 0.96
 SYNTH_MENOPAUSE_UNKNOWN = 0.27
+# given the age group, as the synthetic generator draws them: P(post) is its clip((age - 45) / 10, 0, 1)
+# averaged over the group's whole years of age; density a-d from its density-given-age table
+SYNTH_POST_GIVEN_AGE = {"0-40": 0.0, "41-50": 0.15, "51-60": 0.9, "61-70": 1.0, "71+": 1.0}
+SYNTH_DENSITY_GIVEN_AGE = {"0-40": (0.05, 0.30, 0.45, 0.20), "41-50": (0.05, 0.30, 0.45, 0.20),
+                           "51-60": (0.10, 0.40, 0.40, 0.10), "61-70": (0.15, 0.50, 0.30, 0.05),
+                           "71+": (0.15, 0.50, 0.30, 0.05)}
 SYNTH_EXTRA = {
     "dataset": {"ispy2": 0.65, "duke": 0.19, "ispy1": 0.11, "nact": 0.05},
     "ethnicity": {"caucasian": 0.75, "african american": 0.16, "asian": 0.057, "unknown": 0.011,
@@ -126,15 +133,17 @@ def load_real(path: str) -> pd.DataFrame:
 
 
 def make_synthetic(n: int, seed: int) -> pd.DataFrame:
-    """The synthetic generator's metadata planner (no images) and independent extra columns."""
-    from fairmonai.data.synth import common as C
-    from fairmonai.data.synth.mama_mia import _plan_attributes
-
-    rng = C.cohort_rng(seed)
-    n, cols, _ = _plan_attributes(n, rng, "age_group", list(SYNTH_AGE_SHARES), SYNTH_AGE_SHARES, None,
-                                  SYNTH_MENOPAUSE_UNKNOWN, SYNTH_DENSITY_MISSING)
-    meta = pd.DataFrame({a: [EXCLUDED_VALUE if v in ("", None) else str(v) for v in cols[a]]
-                         for a in CHALLENGE_ATTRIBUTES})
+    """Seeded metadata with the shares above (no images): age group, then menopause and density given it,
+    and independent extra columns."""
+    rng = np.random.default_rng(seed)
+    groups = np.array(list(SYNTH_AGE_SHARES), dtype=object)
+    age = rng.choice(groups, size=n, p=np.array(list(SYNTH_AGE_SHARES.values())) / sum(SYNTH_AGE_SHARES.values()))
+    post = rng.random(n) < np.array([SYNTH_POST_GIVEN_AGE[a] for a in age])
+    meno = np.where(post, "post", "pre").astype(object)
+    meno[rng.random(n) < SYNTH_MENOPAUSE_UNKNOWN] = EXCLUDED_VALUE
+    dens = np.array([rng.choice(list("abcd"), p=SYNTH_DENSITY_GIVEN_AGE[a]) for a in age], dtype=object)
+    dens[rng.random(n) < SYNTH_DENSITY_MISSING] = EXCLUDED_VALUE
+    meta = pd.DataFrame({"age_group": age, "menopausal_status": meno, "breast_density": dens})
     for col, shares in SYNTH_EXTRA.items():
         p = np.array(list(shares.values()))
         meta[col] = rng.choice(np.array(list(shares), dtype=object), size=n, p=p / p.sum())
@@ -352,7 +361,7 @@ def main(argv=None) -> int:
             ap.error(f"the table has {len(meta)} cases, fewer than --n-train + --n-val = {n_total}")
     else:
         meta = make_synthetic(n_total, args.seed)
-        source = (f"synthetic metadata ({args.table} not found): fairmonai.data.synth.mama_mia planner + "
+        source = (f"synthetic metadata ({args.table} not found): seeded draws with the generator's shares + "
                   f"independent {', '.join(args.extra)} with the real table's cardinalities")
     train, val = split(meta, args.n_train, args.n_val, args.seed)
     attr_sets = [CHALLENGE_ATTRIBUTES, CHALLENGE_ATTRIBUTES + list(args.extra)]

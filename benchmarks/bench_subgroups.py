@@ -3,7 +3,7 @@
 Reads the table (1,506 cases), derives the challenge's attributes (age group, menopausal status,
 breast density; missing -> ``unknown``) and, for the wider run, dataset, ethnicity and BMI group;
 draws seeded random per-case scores; mines every subgroup at ``minsup`` with
-:func:`fairmonai.metrics._subgroups.subgroup_divergence` and with DivExplorer's
+:func:`fairmonai.metrics.subgroup_divergence` and with DivExplorer's
 ``DivergenceExplorer.get_pattern_divergence`` (same fpgrowth miner, same threshold); checks that both
 find the same itemsets with equal divergences; prints the median time of several runs of each.
 
@@ -25,9 +25,9 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from fairmonai.attribute_codes import EXCLUDED_VALUE
 from fairmonai.data.attributes import age_to_group, normalise_density, normalise_menopause
-from fairmonai.data.manifest import EXCLUDED_VALUE
-from fairmonai.metrics._subgroups import subgroup_divergence
+from fairmonai.metrics import subgroup_divergence
 
 #: The shared data folder beside the repository (``../shared``), found from this script, not a machine path.
 DEFAULT_TABLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "shared",

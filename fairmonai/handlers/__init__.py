@@ -1,6 +1,7 @@
 """ignite handlers and metrics of fairmonai, attached to MONAI engines through bundle configs."""
 
 from .batchnorm_recalibration import BatchNormRecalibration, recalibrate_batchnorm
+from .case_collector import CaseCollector
 from .epoch_seed import EpochSeed
 from .final_checkpoint import FinalCheckpointSaver
 from .fairness_metric import GroupFairnessMetric
@@ -8,11 +9,12 @@ from .gradient_clipping import GradientClipping, should_step
 from .penalty_curve import PenaltyCurveLogger
 from .predictions_writer import PredictionsWriter
 from .segmentation_writer import SegmentationScoresWriter
-from .subgroup_reweighting import SubgroupReweighting, divergence_weights
+from .subgroup_reweighting import SubgroupReweighting
 from .training_checkpoint import TrainingCheckpoint
 
 __all__ = [
     "BatchNormRecalibration",
+    "CaseCollector",
     "EpochSeed",
     "FinalCheckpointSaver",
     "GroupFairnessMetric",
@@ -22,7 +24,6 @@ __all__ = [
     "SegmentationScoresWriter",
     "SubgroupReweighting",
     "TrainingCheckpoint",
-    "divergence_weights",
     "recalibrate_batchnorm",
     "should_step",
 ]

@@ -16,37 +16,32 @@ training case in :math:`S` read from its own metadata). The loss then weights ea
 by :math:`w_j` (``FairSupervisedTrainer(loss_batch_keys={"weight": "sample_weight"})`` hands the
 batch's weights to a loss taking ``weight=``, e.g. :class:`fairmonai.losses.DivergenceWeightedLoss`).
 
-:func:`divergence_weights` is the pure computation; :class:`SubgroupReweighting` is the ignite
-handler that collects the validator's per-case scores, calls it, and puts each training batch's
+The computation is :func:`fairmonai.metrics.divergence_weights`; :class:`SubgroupReweighting` is the
+ignite handler that collects the validator's per-case scores, calls it, and puts each training batch's
 weights into the batch.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import math
 import os
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
-import ignite.distributed as idist
 import numpy as np
 import pandas as pd
 import torch
 from ignite.engine import Engine, Events
 from monai.handlers import from_engine
 from monai.metrics import compute_dice
-from monai.utils import string_list_all_gather
 
-from ..data.manifest import EXCLUDED_CODE, EXCLUDED_VALUE, is_missing
-from ..metrics import max_abs_divergence_per_sample, subgroup_divergence
-from ._samples import atomic_csv, per_sample
+from ..attribute_codes import code_key
+from ..metrics import divergence_weights
+from ._samples import atomic_csv
+from .case_collector import CaseCollector, attribute_value, scalar
 
 __all__ = [
     "SubgroupReweighting",
-    "divergence_weights",
     "TABLE_COLUMNS",
     "HISTORY_COLUMNS",
     "NOT_BINARY_MSG",
@@ -54,7 +49,6 @@ __all__ = [
     "UNKNOWN_CASE_MSG",
     "DUPLICATE_IDS_MSG",
     "MISSING_ATTRIBUTE_MSG",
-    "ALL_ZERO_MSG",
 ]
 
 #: Columns of the per-epoch subgroup table ``epoch_XXXX.csv``.
@@ -62,7 +56,7 @@ TABLE_COLUMNS = ("subgroup", "length", "count", "support", "mean", "divergence")
 #: Columns of the long-format ``divergence_history.csv`` (one row per epoch and subgroup).
 HISTORY_COLUMNS = ("epoch", "subgroup", "support", "divergence")
 
-# Error and warning messages (tests compare the text).
+# Error messages (tests compare the text).
 NOT_BINARY_MSG = (
     "SubgroupReweighting: the {what} of validation case '{case}' is not a binary mask (values {values}); "
     "the default Dice score needs binarised masks: add AsDiscreted(keys='pred', threshold=0.5) (or "
@@ -82,129 +76,6 @@ MISSING_ATTRIBUTE_MSG = (
     "attributes the manifest schema declares; declare '{attr}' in the schema's attributes (categories and "
     "missing-value policy), or remove it from the bundle's attributes"
 )
-ALL_ZERO_MSG = (
-    "divergence weights are all 0 (no subgroup diverges from the overall mean, or no training case is in "
-    "a discovered subgroup): normalize=True leaves every weight at 1.0"
-)
-
-_LOGGER = logging.getLogger(__name__)
-
-
-# ----------------------------------------------------------------------------------------------------
-# pure computation
-# ----------------------------------------------------------------------------------------------------
-
-
-def _weights_and_table(val_scores, val_metadata, train_metadata, *, attributes, minsup, fill_value, normalize,
-                       max_len, ignore_values) -> tuple[np.ndarray, pd.DataFrame, bool]:
-    """:func:`divergence_weights`, plus whether ``normalize`` met all-zero weights (left at 1)."""
-    if isinstance(attributes, str):
-        attributes = [attributes]
-    attributes = list(attributes)
-    if not isinstance(train_metadata, pd.DataFrame):
-        raise TypeError(f"train_metadata must be a pandas DataFrame, got {type(train_metadata).__name__}")
-    missing = [a for a in attributes if a not in train_metadata.columns]
-    if missing:
-        raise ValueError(
-            f"attribute column(s) {missing} not in train_metadata (columns: {list(train_metadata.columns)})")
-    fill_value = float(fill_value)
-    if not math.isfinite(fill_value) or fill_value < 0:
-        raise ValueError(f"fill_value must be a finite number >= 0, got {fill_value!r}")
-
-    table = subgroup_divergence(val_scores, metadata=val_metadata, minsup=minsup, attributes=attributes,
-                                max_len=max_len, ignore_values=ignore_values)
-    n_train = len(train_metadata)
-    if n_train == 0:
-        table.attrs["n_train_in_no_subgroup"] = 0
-        return np.zeros(0, dtype=np.float64), table, False
-
-    w = max_abs_divergence_per_sample(table, metadata=train_metadata, fill_value=np.nan)  # NaN: in no subgroup
-    unmatched = np.isnan(w)
-    w[unmatched] = fill_value
-    table.attrs["n_train_in_no_subgroup"] = int(unmatched.sum())
-
-    all_zero = False
-    if normalize:
-        mean = float(w.mean())
-        if mean > 0:
-            w = w / mean
-        else:
-            w = np.ones(n_train, dtype=np.float64)
-            all_zero = True
-    return w, table, all_zero
-
-
-def divergence_weights(
-    val_scores: Any,
-    val_metadata: pd.DataFrame,
-    train_metadata: pd.DataFrame,
-    *,
-    attributes: Sequence[str] | str,
-    minsup: float = 0.001,
-    fill_value: float = 0.0,
-    normalize: bool = False,
-    max_len: int | None = None,
-    ignore_values: Collection[str] = (),
-) -> tuple[np.ndarray, pd.DataFrame]:
-    """FairMedSeg's per-case training weights from the subgroup divergences of a validation run.
-
-    .. math::
-
-        \\Delta(S) = \\bar s_S - \\bar s, \\qquad w_j = \\max_{S \\ni j} |\\Delta(S)|
-
-    The subgroups :math:`S` are mined on the validation cases (``val_scores``, ``val_metadata``) with
-    :func:`fairmonai.metrics.subgroup_divergence`; :math:`w_j` is, for every training case ``j`` matched
-    by its own metadata, exactly what :func:`fairmonai.metrics.max_abs_divergence_per_sample` gives
-    (the tests compare them), found by one keyed lookup per attribute combination of the table and
-    per distinct combination of training values instead of a cases x subgroups membership product
-    (200 000 training cases, 7 000 subgroups: about 0.2 s instead of 30 s; mining then dominates).
-
-    Choices where the paper leaves room:
-
-    * ``minsup`` is a fraction of the *validation* cases; at the default 0.001 every conjunction present
-      in a validation set of at most 1000 cases is a subgroup (one case suffices).
-    * A training case in no discovered subgroup (a value, or combination of values, absent from
-      validation, or rarer than ``minsup``) gets ``fill_value``, 0 by default: no evidence of
-      divergence, as :func:`~fairmonai.metrics.max_abs_divergence_per_sample` does.
-    * Weights are the raw :math:`|\\Delta|` by default (the formula above). ``normalize=True`` divides them by
-      their mean over the training cases, so they average 1 and the loss keeps its scale; if they are
-      all 0 (nothing diverges) they are all set to 1.0 and a warning is logged.
-    * Missing attribute values are the item ``unknown`` (a subgroup like any other) unless
-      ``ignore_values=("unknown",)``.
-
-    Args:
-        val_scores: per-case validation scores (Dice), finite, one per row of ``val_metadata``.
-        val_metadata: one row per validation case with the ``attributes`` columns.
-        train_metadata: one row per training case with the ``attributes`` columns.
-        attributes: the attribute columns to mine.
-        minsup: minimum support of a subgroup, a fraction of the validation cases, in (0, 1].
-            Defaults to 0.001.
-        fill_value: weight of a training case in no subgroup, finite and >= 0. Defaults to 0.0.
-        normalize: rescale the weights to mean 1 over the training cases. Defaults to False.
-        max_len: longest conjunction mined (``None``: no limit).
-        ignore_values: attribute values that never form an item.
-
-    Returns:
-        ``(weights, table)``: float64 array ``(n_train,)`` in ``train_metadata`` row order, and the
-        table of :func:`~fairmonai.metrics.subgroup_divergence` (sorted by divergence, the lowest-Dice
-        subgroups first); ``table.attrs["n_train_in_no_subgroup"]`` counts the training cases that
-        got ``fill_value``.
-
-    Raises:
-        ValueError: as :func:`~fairmonai.metrics.subgroup_divergence` (bad ``minsup``/``max_len``, scores
-            of the wrong length, NaN scores, attributes not in ``val_metadata``); an attribute not in
-            ``train_metadata``; a negative or non-finite ``fill_value``.
-        TypeError: a metadata argument that is not a DataFrame.
-
-    Example:
-        >>> w, table = divergence_weights(dice, val_df, train_df, attributes=["age_group", "density"])
-    """
-    w, table, all_zero = _weights_and_table(
-        val_scores, val_metadata, train_metadata, attributes=attributes, minsup=minsup, fill_value=fill_value,
-        normalize=normalize, max_len=max_len, ignore_values=ignore_values)
-    if all_zero:
-        _LOGGER.warning(ALL_ZERO_MSG)
-    return w, table
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -212,31 +83,11 @@ def divergence_weights(
 # ----------------------------------------------------------------------------------------------------
 
 
-def _scalar(value):
-    """A per-sample scalar (python value, 0-d / one-element tensor or array) as a python value."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().reshape(-1)[0].item() if value.numel() == 1 else value
-    if isinstance(value, np.ndarray) and value.size == 1:
-        return value.reshape(-1)[0].item()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _case_id(value) -> str:
-    return str(_scalar(value))
-
-
-def _attr_value(record: Mapping, attr: str, case: str, where: str) -> str:
-    """An attribute value as the string subgroup mining sees; excluded or missing values are ``unknown``."""
+def _attribute(record: Mapping, attr: str, case: str, where: str) -> str:
+    """An attribute value as subgroup mining sees it (:func:`~fairmonai.handlers.case_collector.attribute_value`)."""
     if attr not in record:
         raise ValueError(MISSING_ATTRIBUTE_MSG.format(attr=attr, where=where, case=case))
-    value = _scalar(record[attr])
-    code = _scalar(record.get(f"{attr}_code", None))
-    na = value is not None and not isinstance(value, str) and pd.api.types.is_scalar(value) and pd.isna(value)
-    if na or is_missing(value) or (isinstance(code, (int, float)) and int(code) == EXCLUDED_CODE):
-        return EXCLUDED_VALUE
-    return str(value).strip()
+    return attribute_value(record[attr], record.get(code_key(attr)))
 
 
 def _per_case(x) -> list:
@@ -274,13 +125,13 @@ def _ids_in_batch(batch, id_key: str) -> list[str]:
             ids = ids.reshape(-1).tolist()
         elif isinstance(ids, (str, bytes)):
             ids = [ids]
-        return [_case_id(i) for i in ids]
+        return [str(scalar(i)) for i in ids]
     if isinstance(batch, (list, tuple)):
         out = []
         for item in batch:
             if not isinstance(item, Mapping) or id_key not in item:
                 raise ValueError(f"SubgroupReweighting: a training sample has no case id key '{id_key}'")
-            out.append(_case_id(item[id_key]))
+            out.append(str(scalar(item[id_key])))
         return out
     raise TypeError(f"SubgroupReweighting expects the training batch as a dict or a list of dicts, "
                     f"got {type(batch).__name__}")
@@ -291,7 +142,7 @@ def _ids_in_batch(batch, id_key: str) -> list[str]:
 # ----------------------------------------------------------------------------------------------------
 
 
-class SubgroupReweighting:
+class SubgroupReweighting(CaseCollector):
     """FairMedSeg's divergence-aware sample weights, recomputed after every validation run.
 
     Attach it to the **trainer** (``train#handlers``); it registers on both engines:
@@ -300,11 +151,10 @@ class SubgroupReweighting:
       ``ITERATION_COMPLETED`` collects, per case, the case id and attribute values from
       ``engine.state.batch`` (a decollated list of dicts or a collated dict) and a score from
       ``output_transform(engine.state.output)`` (``(preds, labels)``, lists of channel-first masks or
-      batched tensors); ``EPOCH_COMPLETED`` gathers every rank's rows (JSON strings through
-      ``monai.utils.string_list_all_gather``, so ids, attributes and scores stay aligned; a case id
-      repeated by ``DistributedSampler`` padding is counted once), computes the weights with
-      :func:`divergence_weights` on every rank (all ranks train with the same weights), stores them in
-      :attr:`weights` and sets ``trainer.state.subgroup_divergence`` (the table) and
+      batched tensors); ``EPOCH_COMPLETED`` gathers every rank's rows (:meth:`CaseCollector.gather`:
+      ids, attributes and scores stay aligned; a case id repeated by ``DistributedSampler`` padding is
+      counted once), computes the weights with :func:`fairmonai.metrics.divergence_weights` on every
+      rank (all ranks train with the same weights), stores them in :attr:`weights` and sets ``trainer.state.subgroup_divergence`` (the table) and
       ``trainer.state.sample_weights`` (a summary dict: ``epoch``, ``n_subgroups``,
       ``n_in_no_subgroup``, ``min``, ``mean``, ``max``); on rank ``save_rank``, when ``output_dir``
       is set, it writes into ``output_dir/table_dir``:
@@ -338,8 +188,8 @@ class SubgroupReweighting:
     replaces it and is not checked for binary input. A non-finite score raises ``ValueError`` naming
     the case.
 
-    Weights: see :func:`divergence_weights`. A training case in no discovered subgroup gets
-    ``fill_value`` (0.0 by default: no evidence of divergence, so it adds nothing to the weighted loss
+    Weights: see :func:`fairmonai.metrics.divergence_weights`. A training case in no discovered
+    subgroup gets ``fill_value`` (0.0 by default: no evidence of divergence, so it adds nothing to the weighted loss
     until a subgroup of its appears in validation). Raw :math:`|\\Delta|` by default (small numbers,
     e.g. 0.05: the loss scale drops accordingly); ``normalize=True`` rescales them to mean 1 (all zero:
     left at 1.0 with a warning).
@@ -403,20 +253,14 @@ class SubgroupReweighting:
         save_rank: int = 0,
         name: str | None = "fairmonai.handlers.SubgroupReweighting",
     ) -> None:
-        if isinstance(attributes, str):
-            attributes = [attributes]
-        self.attributes = [str(a) for a in attributes]
+        super().__init__(attributes, case_id_key=id_key, save_rank=save_rank, name=name)
         if not self.attributes:
             raise ValueError("SubgroupReweighting: attributes is empty")
-        if len(set(self.attributes)) != len(self.attributes):
-            raise ValueError(f"SubgroupReweighting: attributes named more than once: {self.attributes}")
         if isinstance(minsup, bool) or not isinstance(minsup, (int, float)) or not 0.0 < minsup <= 1.0:
             raise ValueError(f"minsup must be a number in (0, 1], got {minsup!r}")
         for label, v in (("fill_value", fill_value), ("initial_weight", initial_weight)):
             if not math.isfinite(float(v)) or float(v) < 0:
                 raise ValueError(f"{label} must be a finite number >= 0, got {v!r}")
-        if save_rank < 0:
-            raise ValueError(f"save_rank must be >= 0, got {save_rank}")
         self.validator = validator
         self.id_key = id_key
         self.weight_key = weight_key
@@ -430,8 +274,6 @@ class SubgroupReweighting:
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.table_dir = table_dir
         self.initial_weight = float(initial_weight)
-        self.save_rank = save_rank
-        self.logger = logging.getLogger(name)
 
         self.train_metadata = self._train_table(train_data)
         self.train_ids: list[str] = self.train_metadata.index.tolist()
@@ -440,7 +282,6 @@ class SubgroupReweighting:
         #: trainer epoch whose validation gave :attr:`weights` (``None``: initial weights)
         self.weights_epoch: int | None = None
         self.trainer: Engine | None = None
-        self._rows: list[str] = []
         self._history_checked = False  # whether this process has trimmed divergence_history.csv once
 
     # ---- training data
@@ -465,9 +306,9 @@ class SubgroupReweighting:
             if self.id_key not in rec:
                 raise ValueError(f"SubgroupReweighting: training case at position {pos} has no case id key "
                                  f"'{self.id_key}'")
-            case = _case_id(rec[self.id_key])
+            case = str(scalar(rec[self.id_key]))
             ids.append(case)
-            rows.append([_attr_value(rec, a, case, "training") for a in self.attributes])
+            rows.append([_attribute(rec, a, case, "training") for a in self.attributes])
         counts = pd.Series(ids).value_counts()
         dup = counts[counts > 1]
         if len(dup):
@@ -481,9 +322,7 @@ class SubgroupReweighting:
         self.trainer = engine
         engine.add_event_handler(Events.STARTED, self._publish_initial)
         engine.add_event_handler(Events.ITERATION_STARTED, self._put_weights)
-        self.validator.add_event_handler(Events.EPOCH_STARTED, self._reset)
-        self.validator.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
-        self.validator.add_event_handler(Events.EPOCH_COMPLETED, self)
+        self.attach_collection(self.validator)
 
     def _summary(self, n_subgroups: int | None = None, n_unmatched: int | None = None) -> dict:
         w = np.fromiter(self.weights.values(), dtype=np.float64, count=len(self.weights))
@@ -517,9 +356,6 @@ class SubgroupReweighting:
 
     # ---- validator side
 
-    def _reset(self, _engine: Engine) -> None:
-        self._rows = []
-
     def _score(self, pred, label, case: str) -> float:
         if self.score_fn is not None:
             value = self.score_fn(pred, label)
@@ -534,41 +370,27 @@ class SubgroupReweighting:
             raise ValueError(NAN_SCORE_MSG.format(case=case, value=value))
         return value
 
-    def _collect(self, engine: Engine) -> None:
-        keys = [self.id_key]
-        for a in self.attributes:
-            keys += [a, f"{a}_code"]
-        samples = per_sample(engine.state.batch, keys, "SubgroupReweighting", keep_none=True)
+    def rows(self, engine: Engine) -> list[list]:
+        """``[case_id, attributes, score]`` per validation case of this iteration."""
+        samples = self.samples(engine.state.batch, [self.id_key, *self.attribute_keys()], keep_none=True)
         preds, labels = self.output_transform(engine.state.output)
         preds, labels = _per_case(preds), _per_case(labels)
         if not len(samples) == len(preds) == len(labels):
             raise ValueError(f"SubgroupReweighting: the validation batch holds {len(samples)} samples but the "
                              f"output {len(preds)} predictions and {len(labels)} labels")
+        rows = []
         for b, p, y in zip(samples, preds, labels):
-            if self.id_key not in b:
-                raise ValueError(f"SubgroupReweighting: the validation batch has no case id key '{self.id_key}'")
-            case = _case_id(b[self.id_key])
-            attrs = [_attr_value(b, a, case, "validation") for a in self.attributes]
-            self._rows.append(json.dumps([case, attrs, self._score(p, y, case)]))
+            case = self.case_id(b)
+            attrs = [_attribute(b, a, case, "validation") for a in self.attributes]
+            rows.append([case, attrs, self._score(p, y, case)])
+        return rows
 
     def _gathered(self) -> tuple[list[str], pd.DataFrame, np.ndarray]:
-        ws = idist.get_world_size()
-        if self.save_rank >= ws:
-            raise ValueError(f"save_rank {self.save_rank} is not below the number of ranks ({ws})")
-        rows = string_list_all_gather(strings=self._rows) if ws > 1 else list(self._rows)
-        seen: dict[str, list] = {}
-        for s in rows:
-            if not s:  # a rank without rows contributes one empty string
-                continue
-            r = json.loads(s)
-            first = seen.setdefault(r[0], r)
-            if first[1] != r[1]:
-                raise ValueError(f"SubgroupReweighting: validation case id '{r[0]}' appears twice with different "
-                                 f"attribute values ({first[1]} and {r[1]}); case ids must be unique")
-        ids = sorted(seen)  # the same order on every rank, whatever the sampler
-        meta = pd.DataFrame([seen[c][1] for c in ids], columns=self.attributes, dtype=object,
+        cases, _ = self.gather()  # sorted by case id: the same order on every rank, whatever the sampler
+        ids = list(cases)
+        meta = pd.DataFrame([cases[c][1] for c in ids], columns=self.attributes, dtype=object,
                             index=pd.Index(ids, name=self.id_key))
-        scores = np.array([seen[c][2] for c in ids], dtype=np.float64)
+        scores = np.array([cases[c][2] for c in ids], dtype=np.float64)
         return ids, meta, scores
 
     def __call__(self, engine: Engine) -> None:
@@ -578,12 +400,10 @@ class SubgroupReweighting:
         if not ids:
             self.logger.warning("SubgroupReweighting: no validation cases at epoch %d; weights unchanged", epoch)
             return
-        w, table, all_zero = _weights_and_table(
+        w, table = divergence_weights(
             scores, val_meta, self.train_metadata, attributes=self.attributes, minsup=self.minsup,
             fill_value=self.fill_value, normalize=self.normalize, max_len=self.max_len,
             ignore_values=self.ignore_values)
-        if all_zero:
-            self.logger.warning("SubgroupReweighting: epoch %d: %s", epoch, ALL_ZERO_MSG)
         self.weights = dict(zip(self.train_ids, w.tolist()))
         self.weights_epoch = epoch
         summary = self._summary(len(table), table.attrs["n_train_in_no_subgroup"])
@@ -599,7 +419,7 @@ class SubgroupReweighting:
             epoch, len(ids), len(table), worst or "none", summary["min"], summary["mean"], summary["max"],
             summary["n_in_no_subgroup"])
 
-        if self.output_dir is not None and idist.get_rank() == self.save_rank:
+        if self.output_dir is not None and self.is_save_rank():
             self._write(epoch, table, w)
 
     def _write(self, epoch: int, table: pd.DataFrame, w: np.ndarray) -> None:

@@ -1,4 +1,4 @@
-"""SubgroupReweighting / divergence_weights: FairMedSeg's per-case weights, checked by hand."""
+"""SubgroupReweighting: FairMedSeg's per-case weights in MONAI engines, checked by hand."""
 
 import os
 
@@ -14,90 +14,12 @@ from monai.handlers import ValidationHandler
 from monai.transforms import AsDiscreted
 
 from fairmonai.engines import FairSupervisedTrainer
-from fairmonai.handlers import SubgroupReweighting, divergence_weights
-from fairmonai.handlers.subgroup_reweighting import (
-    ALL_ZERO_MSG,
-    HISTORY_COLUMNS,
-    NOT_BINARY_MSG,
-    TABLE_COLUMNS,
-)
+from fairmonai.handlers import SubgroupReweighting
+from fairmonai.handlers.subgroup_reweighting import HISTORY_COLUMNS, NOT_BINARY_MSG, TABLE_COLUMNS
+from fairmonai.metrics import divergence_weights
+from fairmonai.metrics._subgroups import ALL_ZERO_MSG
 
 ATTRS = ["age", "density"]
-
-# ---- the hand-built table
-# 8 validation cases; overall mean Dice 5.0 / 8 = 0.625
-VAL = pd.DataFrame({
-    "age": ["young", "young", "young", "young", "old", "old", "old", "old"],
-    "density": ["a", "a", "b", "b", "a", "a", "b", "b"],
-})
-VAL_DICE = [0.9, 0.7, 0.8, 0.6, 0.5, 0.3, 0.4, 0.8]
-# subgroup means - 0.625, by hand
-HAND_DIVERGENCE = {
-    "age=young": 0.75 - 0.625, "age=old": 0.5 - 0.625,
-    "density=a": 0.6 - 0.625, "density=b": 0.65 - 0.625,
-    "age=young & density=a": 0.8 - 0.625, "age=young & density=b": 0.7 - 0.625,
-    "age=old & density=a": 0.4 - 0.625, "age=old & density=b": 0.6 - 0.625,
-}
-TRAIN = pd.DataFrame({
-    "age": ["young", "old", "old", "young", "middle", "middle", "unknown"],
-    "density": ["a", "a", "b", "b", "a", "c", "c"],
-})
-# max |divergence| over the subgroups each training case is in
-HAND_WEIGHTS = [
-    0.175,  # young & a: max(0.125, 0.025, 0.175)
-    0.225,  # old & a: max(0.125, 0.025, 0.225)
-    0.125,  # old & b: max(0.125, 0.025, 0.025)
-    0.125,  # young & b: max(0.125, 0.025, 0.075)
-    0.025,  # middle & a: only density=a (age=middle is not in validation)
-    0.0,    # middle & c: in no subgroup -> fill_value
-    0.0,    # unknown & c: in no subgroup -> fill_value
-]
-
-
-def test_divergence_weights_by_hand():
-    w, table = divergence_weights(VAL_DICE, VAL, TRAIN, attributes=ATTRS)
-    assert len(table) == 8
-    got = dict(zip(table["subgroup"], table["divergence"]))
-    assert got.keys() == HAND_DIVERGENCE.keys()
-    for s, d in HAND_DIVERGENCE.items():
-        assert got[s] == pytest.approx(d, abs=1e-12), s
-    assert table["subgroup"].iloc[0] == "age=old & density=a"  # lowest Dice first
-    assert table["count"].tolist() == [2 if " & " in s else 4 for s in table["subgroup"]]
-    np.testing.assert_allclose(w, HAND_WEIGHTS, rtol=0, atol=1e-12)
-    assert w.dtype == np.float64 and w.shape == (7,)
-    assert table.attrs["n_train_in_no_subgroup"] == 2
-
-
-def test_divergence_weights_fill_value_minsup_and_normalize(caplog):
-    w, _ = divergence_weights(VAL_DICE, VAL, TRAIN, attributes=ATTRS, fill_value=0.5)
-    np.testing.assert_allclose(w, HAND_WEIGHTS[:5] + [0.5, 0.5], atol=1e-12)
-    # minsup 0.3 asks for 3 of 8 cases: only the single attributes (4 cases each) remain
-    w, table = divergence_weights(VAL_DICE, VAL, TRAIN, attributes=ATTRS, minsup=0.3)
-    assert sorted(table["subgroup"]) == ["age=old", "age=young", "density=a", "density=b"]
-    np.testing.assert_allclose(w, [0.125, 0.125, 0.125, 0.125, 0.025, 0.0, 0.0], atol=1e-12)
-    # normalize: divided by the mean 0.675 / 7
-    w, _ = divergence_weights(VAL_DICE, VAL, TRAIN, attributes=ATTRS, normalize=True)
-    np.testing.assert_allclose(w, np.array(HAND_WEIGHTS) / (0.675 / 7), atol=1e-12)
-    assert w.mean() == pytest.approx(1.0, abs=1e-12)
-    # all zero (every Dice equal): normalize leaves 1.0 and warns
-    with caplog.at_level("WARNING", logger="fairmonai.handlers.subgroup_reweighting"):
-        w, table = divergence_weights([0.7] * 8, VAL, TRAIN, attributes=ATTRS, normalize=True)
-    assert (table["divergence"].abs() < 1e-12).all()
-    np.testing.assert_array_equal(w, np.ones(7))
-    assert ALL_ZERO_MSG in caplog.text
-    # without normalize they stay 0
-    w, _ = divergence_weights([0.7] * 8, VAL, TRAIN, attributes=ATTRS)
-    np.testing.assert_allclose(w, np.zeros(7), atol=1e-12)
-
-
-def test_divergence_weights_errors():
-    with pytest.raises(ValueError, match=r"attribute column\(s\) \['density'\] not in train_metadata"):
-        divergence_weights(VAL_DICE, VAL, TRAIN[["age"]], attributes=ATTRS)
-    with pytest.raises(ValueError, match="fill_value must be a finite number >= 0"):
-        divergence_weights(VAL_DICE, VAL, TRAIN, attributes=ATTRS, fill_value=-1)
-    with pytest.raises(ValueError, match="scores must be finite"):
-        divergence_weights([np.nan] + VAL_DICE[1:], VAL, TRAIN, attributes=ATTRS)
-
 
 # ---- engines
 
