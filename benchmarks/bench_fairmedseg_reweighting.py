@@ -72,9 +72,11 @@ import pandas as pd
 import torch
 
 from fairmonai.attribute_codes import EXCLUDED_VALUE
-from fairmonai.data.attributes import age_to_group, normalise_density, normalise_menopause
 from fairmonai.handlers import SubgroupReweighting
 from fairmonai.metrics import divergence_weights
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_subgroups import load_attributes  # noqa: E402  (one derivation of the attributes)
 
 #: The shared data folder beside the repository (``../shared``), found from this script, not a machine path.
 DEFAULT_TABLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "shared",
@@ -120,13 +122,7 @@ SYNTH_EXTRA = {
 def load_real(path: str) -> pd.DataFrame:
     """The table's attributes as bench_subgroups.py derives them, plus ``pcr``; missing -> ``unknown``."""
     raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    meta = pd.DataFrame(index=raw.index)
-    meta["age_group"] = [age_to_group(v) or EXCLUDED_VALUE for v in raw["age"]]
-    meta["menopausal_status"] = [normalise_menopause(v) for v in raw["menopause"]]
-    meta["breast_density"] = [normalise_density(v) or EXCLUDED_VALUE for v in raw["breast_density"]]
-    for col in ["dataset", "ethnicity", "bmi_group"]:
-        v = raw[col].str.strip().str.lower()
-        meta[col] = v.where(v != "", EXCLUDED_VALUE)
+    meta = load_attributes(path)
     meta["pcr"] = [EXCLUDED_VALUE if not v.strip() else str(int(float(v))) for v in raw["pcr"]]
     meta.index = pd.Index(raw["patient_id"].astype(str), name="case_id")
     return meta
