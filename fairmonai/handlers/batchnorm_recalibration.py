@@ -5,9 +5,8 @@ moving average (momentum 0.1) for eval mode. When the weights move fast (a large
 momentum, few steps per epoch) the average mixes activations of older weights and no longer matches
 the current network: eval-mode logits shift by a constant, the model keeps its ranking (AUC) but
 predicts one class at the 0.5 threshold, and every hard-prediction fairness index (EOM, EOdd, parity
-gaps) is then computed on near-constant predictions. Measured on the OCT bundle's demo cohort
-(DenseNet121, batch 64, SGD lr 0.02 momentum 0.9, 30 epochs): on its own training eyes the last model
-has AUC 0.999 but predicts glaucoma for 0.3 % of them in eval mode, against a prevalence of 46.7 %.
+gaps) is then computed on near-constant predictions (the OCT bundle's docs/experiments.md describes
+the demo model that did this).
 
 The remedy here is the "precise BatchNorm" of Wu & Johnson (2021): with the weights fixed, pass the
 training data through the network in training mode under ``torch.no_grad()`` with a cumulative

@@ -291,8 +291,8 @@ def polynomial_score(
     score). The fit at degree ``K`` is *undefined* when the basis functions are linearly dependent
     on the samples, i.e. the ``N x P`` design matrix :math:`F_{ip} = f_p(z_i)` has rank ``< P``: the
     normal equations without the ridge then have no unique solution and the ridge alone sets the
-    estimate (measured: a group of 3 samples at degree 3 gave SFD values near +-10, a group of 6
-    samples with 2 distinct values near +-8, where a large group's had an RMS of 0.15 and 0.29).
+    estimate, and its values can be tens of times those of a well-fitted group (tested in
+    tests/losses/test_fami.py).
 
     * per dimension, coordinate by coordinate: :math:`F` is the Vandermonde matrix of
       ``(1, z_d, ..., z_d^K)``, whose rank is the number of distinct values of the coordinate (at

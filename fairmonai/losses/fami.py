@@ -79,22 +79,15 @@ class FaMIPenalty(nn.Module):
     * ``degree=1`` (default) is the Gaussian fit (score :math:`-\\hat\\Sigma^{-1}(v - \\bar v)`, per
       dimension :math:`-(v_d - \\bar v_d)/\\hat\\sigma_d^2`): the low-variance choice, it sees
       differences of group means and variances. Degree 3 also sees skew and bimodality at a higher
-      noise floor. Measured by ``benchmarks/bench_fami_noise_floor.py`` (B = 64, two logits, two
-      balanced groups, 1000 batches): mean ``msq_sfd`` with ``u`` independent of ``v`` 0.11
-      (degree 1) and 0.75 (degree 3) per dimension, 0.16 and 3.2 multivariate; with a 1-sd group
-      gap in one logit (true value 0.20) 0.31 and 0.97 per dimension. The noise adds to the signal,
-      so degree 1 is the default.
+      noise floor (``benchmarks/bench_fami_noise_floor.py`` measures both; figures in the OCT
+      bundle's docs/experiments.md). The noise adds to the signal, so degree 1 is the default.
 
     **Scale.** :math:`I(u; c\\,v) = I(u; v)`, so the SFD of :math:`c\\,v` is the SFD of ``v`` divided
     by :math:`c` (exactly, for this estimator: it fits standardised ``v``; tested). The penalty's
-    pull is therefore strongest when the logits are small and fades as they spread. Measured on the
-    OCT bundle: a small ViT whose logits stayed near-constant (spread about 0.01, on min-max scaled
-    input) had ``msq_sfd`` 820 in its first iterations, far above the cross-entropy's gradient; a ViT
-    that has fitted its training data (logit spread about 8) gets ``msq_sfd`` near 0.01; DenseNet at
-    batch 64 goes from 1.3-2.1 in the first quarter of training to about 0.02 in the last, and the
-    race information in its training logits rises again as it does (docs/README.md of the OCT
-    bundle). This is the method (the gradient of a scale-invariant quantity), not a defect of the
-    estimator.
+    pull is therefore strongest when the logits are small and fades as they spread: near-constant
+    logits get a penalty gradient far above the cross-entropy's, fitted ones almost none (the OCT
+    bundle's docs/experiments.md has the measured curves). This is the method (the gradient of a
+    scale-invariant quantity), not a defect of the estimator.
 
     **Choices where the paper is silent.**
 
@@ -124,10 +117,8 @@ class FaMIPenalty(nn.Module):
     singular whatever the size (details in
     :func:`~fairmonai.losses._score_estimation.polynomial_score`). With ``small_group="zero"``
     (default) the SFD is 0 where a group's fit is undefined: the estimator has no value there, and
-    before this option such groups could dominate a step (measured at degree 3 beside a group of 29
-    standard normal samples: a group of 3 samples at 0.2, 0.35, 0.5 got SFD 10.2, 0.23 and -9.7; a
-    group of 6 samples, three at 0.1 and three at 0.6, got 8.1 and -7.6; the large group's SFD had
-    an RMS of 0.15 and 0.29; tested).
+    before this option such groups could dominate a step: their ridge-only SFD values were tens of
+    times the RMS of a well-fitted group's (tested; figures in the OCT bundle's docs/experiments.md).
     ``small_group="lower_degree"`` keeps the former behaviour: the degree is lowered to the largest
     ``k`` whose basis has no more functions than the group has samples, repeated values are solved
     through the ridge, and only a group too small even for degree 1 (per dimension: 1 sample;
@@ -140,9 +131,8 @@ class FaMIPenalty(nn.Module):
     fit still uses every included sample, the small group's too (removing the small group from the
     batch would therefore change them).
 
-    Groups just above the threshold are defined but noisy (measured at degree 3, 200 draws of 61 +
-    ``n`` standard normal samples: median of the small group's largest ``|SFD|`` 11.6 for ``n = 4``,
-    6.9 for ``n = 5``); a lower ``degree`` or a larger batch is the remedy there.
+    Groups just above the threshold are defined but noisy (docs/experiments.md of the OCT bundle); a
+    lower ``degree`` or a larger batch is the remedy there.
 
     The zeroed samples and groups of each call are counted in :attr:`last_diagnostic`
     (``n_fallback``, ``n_fallback_groups``: a group counts when its SFD is 0 in every coordinate in

@@ -63,9 +63,8 @@ class MIGEPenalty(nn.Module):
     fitted either and every SFD is 0 (as FaMI's undefined marginal). A batch with one group, or no
     included sample, has SFD 0. SSGE has no degree, so FaMI's ``small_group`` option has no
     counterpart here: a group of at least 2 distinct samples is fitted (in its non-constant
-    coordinates), and ``min_group_size`` is the threshold for small groups (measured beside 61
-    standard normal samples, 100 draws: a group of 3 got a largest ``|SFD|`` of 1.8 in the median
-    and 6.5 at the 90th percentile, against an RMS of 0.13 for the large group; raise
+    coordinates), and ``min_group_size`` is the threshold for small groups (a group of 3 can get
+    SFD values many times a large group's, figures in the OCT bundle's docs/experiments.md; raise
     ``min_group_size`` if such groups are common). :attr:`last_diagnostic` holds
     ``msq_sfd``, ``n_used``, ``n_excluded``, ``n_groups``, ``n_fallback`` and ``n_fallback_groups``
     (samples and groups whose SFD the fallback set to 0 in every coordinate in which the batch

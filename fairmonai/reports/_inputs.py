@@ -5,7 +5,7 @@ the file, its columns, every score (range and finiteness, naming the case and th
 attribute value against the schema; it returns the parsed arrays and, per attribute, the group
 codes and how many cases the missing-value policy excluded or mapped to ``unknown``. Only then does
 :func:`fairmonai.reports.write_report` import torch, MONAI and matplotlib, so a bad file is rejected
-in well under two seconds.
+before those slow imports.
 
 Value rules (the columns :class:`~fairmonai.handlers.PredictionsWriter` and
 :class:`~fairmonai.handlers.SegmentationScoresWriter` write):

@@ -12,8 +12,8 @@ volume: the noise of a case is measured there.
 at the fovea); glaucoma thins it by a share drawn from ``GLAUCOMA_THINNING`` = U(35 %, 75 %)
 over one half of the volume along axis 0 (superior or inferior, chosen at random), a smooth
 logistic step. Mild cases overlap with thick healthy layers, so the label is learnable but not
-trivially separable (the share of bright voxels in the upper half of the depth gives ~95 %
-accuracy at the default noise).
+trivially separable (a simple intensity feature separates most but not all cases at the default
+noise).
 
 **Knobs** (attribute ``race``: Asian, Black, White):
 
