@@ -62,8 +62,18 @@ def test_without_the_handler_a_resumed_epoch_differs():
     assert not torch.equal(run(0), run(2))
 
 
-def test_seed_values_and_errors():
-    assert epoch_seed(0, 1) == 1 and epoch_seed(1, 1) == 1_000_004
-    assert epoch_seed(5, 2) != epoch_seed(5, 3)
+def test_epoch_seeds_are_distinct_and_valid():
+    """The properties the handler needs: every (seed, epoch) of a realistic grid (seeds 0-99, 500 epochs)
+    gets its own seed, and each is one numpy and MONAI accept (0 <= s < MAX_SEED)."""
+    import numpy as np
+    from monai.utils import MAX_SEED
+
+    seeds = [epoch_seed(s, e) for s in range(100) for e in range(1, 501)]
+    assert len(set(seeds)) == len(seeds)
+    assert min(seeds) >= 0 and max(seeds) < MAX_SEED
+    np.random.RandomState(max(seeds))  # accepted
+
+
+def test_seed_errors():
     with pytest.raises(TypeError, match="seed must be an integer, got '0'"):
         EpochSeed("0")
