@@ -154,7 +154,7 @@ def _markdown(exp: Experiment, rows: pd.DataFrame, summary: pd.DataFrame, group:
     title = exp.description.strip().splitlines()[0]
     pooled = "seeds" + (" and folds" if exp.folds else "")
     md = [f"# {exp.name}: {title}", "",
-          f"{len(rows)} rows, seeds {list(seeds)}" + (f", folds {list(exp.folds)}" if exp.folds else "")
+          f"{rows['run_dir'].nunique()} run(s), seeds {list(seeds)}" + (f", folds {list(exp.folds)}" if exp.folds else "")
           + f"; mean +- sd over {pooled} where there are several.", ""]
     if exp.transpose:
         keys = [g for g in group if g != "split" or summary["split"].nunique() > 1]

@@ -156,7 +156,7 @@ def test_transposed_table_with_one_seed(tmp_path, monkeypatch):
     monkeypatch.setattr("fairmonai.experiments.runner.run_bundle_unit", FakeUnits(_table_report))
     exp = parse_experiment({**TABLE, "seeds": [2], "transpose": True}, "demo.json")
     md = run_experiment(tmp_path, exp, tmp_path, echo=False).markdown.splitlines()
-    assert md[2] == "2 rows, seeds [2]; mean +- sd over seeds where there are several."
+    assert md[2] == "2 run(s), seeds [2]; mean +- sd over seeds where there are several."
     assert md[4:9] == ["|     | base  | fms   |", "|-----|-------|-------|", "| TS  | 0.600 | 0.300 |",
                        "| DSC | 0.200 | n/a   |", "| n   | 4.000 | 4.000 |"]
 
