@@ -12,10 +12,9 @@ that does not fit is killed without a word. The training configs call :func:`log
 and a warning when that exceeds the memory available now (``MemAvailable`` of ``/proc/meminfo``, or
 ``psutil`` where it is installed). The estimate counts the cached arrays only (no Python object
 overhead, no model, no batches): a lower bound, close when the cached arrays are large. Under DDP
-every process holds its own cache, so the multi-GPU configs log it once per process. Training itself
-needs more: DenseNet121 at 96^3 on a CPU took about 0.41 GB per sample of the batch for one forward and
-backward pass (peak resident 1.86 GB at batch 2, 2.68 GB at batch 4), so the paper's batch 64 needs
-about 27 GB besides the cache.
+every process holds its own cache, so the multi-GPU configs log it once per process. Training needs
+more, for the activations of each batch (at the OCT bundle's paper size, batch 64 at 96^3, far more
+than the cache: the bundle's docs give the measured figures).
 """
 
 from __future__ import annotations
