@@ -1,15 +1,14 @@
 """How much memory a bundle's ``CacheDataset`` will hold, said before it starts caching.
 
 MONAI's ``CacheDataset`` runs the deterministic transforms of ``cache_rate`` x the cases once and keeps
-the results in memory for the whole run. At the OCT bundle's paper size (96^3, cache_rate 1) that is
-the largest use of memory of a training run, and before caching ends nothing else is printed, so a run
+the results in memory for the whole run, and before caching ends nothing else is printed, so a run
 that does not fit is killed without a word. The training configs call :func:`log_cache_estimate` in
 ``initialize``, before the datasets are built::
 
     "$fairmonai.data.log_cache_estimate(len(@train#datalist) + len(@validate#datalist), 1, @image_size, cache_rate=@cache_rate)"
 
-(MAMA-MIA: 4 channels, the three phases and the mask, at ``@roi_size``), which logs e.g. ``caching 420 cases x 1x96x96x96 float32 at cache_rate 1.0: about 1.5 GB resident``
-and a warning when that exceeds the memory available now (``MemAvailable`` of ``/proc/meminfo``, or
+(MAMA-MIA: 4 channels, the three phases and the mask, at ``@roi_size``), which logs e.g.
+``caching 420 cases x 1x96x96x96 float32 at cache_rate 1.0: about 1.5 GB resident`` and a warning when that exceeds the memory available now (``MemAvailable`` of ``/proc/meminfo``, or
 ``psutil`` where it is installed). The estimate counts the cached arrays only (no Python object
 overhead, no model, no batches): a lower bound, close when the cached arrays are large. Under DDP
 every process holds its own cache, so the multi-GPU configs log it once per process. Training needs
