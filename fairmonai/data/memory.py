@@ -23,7 +23,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 __all__ = ["estimate_cache_bytes", "available_memory_bytes", "format_bytes", "log_cache_estimate"]
 
@@ -56,14 +55,20 @@ def estimate_cache_bytes(n_cases: int, channels: int, spatial_shape: Sequence[in
     return cached * channels * math.prod(int(s) for s in spatial_shape) * _itemsize(dtype)
 
 
+def _is_torch_dtype(dtype) -> bool:
+    # by type name, so that importing fairmonai.data does not import torch (the reports CLI rejects a
+    # bad file before any slow import)
+    return type(dtype).__module__ == "torch" and type(dtype).__name__ == "dtype"
+
+
 def _itemsize(dtype) -> int:
-    if isinstance(dtype, torch.dtype):
+    if _is_torch_dtype(dtype):
         return int(dtype.itemsize)
     return int(np.dtype(dtype).itemsize)  # a numpy dtype or scalar type, or a name
 
 
 def _dtype_name(dtype) -> str:
-    return str(dtype).replace("torch.", "") if isinstance(dtype, torch.dtype) else np.dtype(dtype).name
+    return str(dtype).replace("torch.", "") if _is_torch_dtype(dtype) else np.dtype(dtype).name
 
 
 def available_memory_bytes() -> int | None:
