@@ -1,7 +1,10 @@
 """Bad inputs stop a bundle run with exit status 1, a last line naming the case and the file, and no output.
 
-End to end: the real ``python -m monai.bundle run`` command (train.json + smoke.json) on a copy of the
-synthetic smoke cohort with one file or one manifest cell corrupted, one run per kind of input. The
+End to end: ``python -m monai.bundle run`` (train.json + smoke.json) on a copy of the synthetic smoke
+cohort with one file or one manifest cell corrupted, one run per kind of input. Two runs are the real
+command in a subprocess, for its exit status and last stderr line (the header check, and the cache fill
+in a thread pool); the others run it in this process (tests/bundles/harness.py) and check the line
+:func:`fairmonai.errors.input_error_line` gives, the one the command prints last. The
 cohort is built once per bundle (module-scoped fixture); every run stops before training starts, at
 the data lists' header check (:func:`fairmonai.data.check_images`) or at the manifest, or, for a file
 whose damage only a full read finds, when the training cache is filled
@@ -15,8 +18,6 @@ from __future__ import annotations
 import gc
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -24,11 +25,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from harness import ROOT, run_bundle, run_bundle_cli
 
-ROOT = Path(__file__).resolve().parents[2]
 OCT = ROOT / "bundles" / "oct_glaucoma_fami"
 MAMA = ROOT / "bundles" / "mama_mia_fairmedseg"
-ENV = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONWARNINGS": "ignore"}
 
 
 def _smoke_cohort(bundle: Path, root: Path) -> Path:
@@ -69,19 +69,25 @@ def _files(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
 
-def _run_train(bundle: Path, root: Path) -> tuple[int, str]:
-    """The training run of test_bundle_conformance.run_bundle; exit status and last non-empty stderr line."""
-    files = ",".join(f"'{bundle / 'configs' / n}'" for n in ("train.json", "smoke.json"))
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", f"[{files}]",
-           "--meta_file", str(bundle / "configs" / "metadata.json"),
-           "--logging_file", str(bundle / "configs" / "logging.conf"), "--bundle_root", str(root)]
+def _run_train(bundle: Path, root: Path, cli: bool = False) -> str:
+    """The smoke training run, which must fail leaving ``root`` as it was; the last line it prints (with
+    ``cli``, the subprocess's last non-empty stderr line and exit status 1; otherwise, in process, the
+    line :func:`fairmonai.errors.input_error_line` gives for its exception)."""
+    from fairmonai.errors import input_error_line
+
     before = _files(root)
-    res = subprocess.run(cmd, cwd=root, env=ENV, capture_output=True, text=True, timeout=600)
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert res.returncode == 1, f"exit {res.returncode}\n{res.stderr[-3000:]}"  # 134 was SIGABRT
-    assert "terminate called" not in res.stderr
+    if cli:
+        res = run_bundle_cli(bundle, root, ["train.json"], timeout=600)
+        assert res.returncode == 1, f"exit {res.returncode}\n{res.stderr[-3000:]}"  # 134 was SIGABRT
+        assert "terminate called" not in res.stderr
+        last = [ln for ln in res.stderr.splitlines() if ln.strip()][-1]
+    else:
+        res = run_bundle(bundle, root, ["train.json"], fails=True)
+        line = input_error_line(res.error)
+        assert line is not None, f"not an input error: {res.error!r}"
+        last = line.splitlines()[-1]
     assert _files(root) == before, f"the run left {sorted(_files(root) - before)}"
-    return res.returncode, lines[-1]
+    return last
 
 
 def _truncate(path: Path, keep_trailer: bool = False) -> None:
@@ -98,7 +104,7 @@ def test_oct_truncated_nifti(cohorts, tmp_path):
     root, manifest, table, i = _copy(cohorts, OCT, tmp_path)
     path = manifest.parent / table["image"][i]
     _truncate(path)
-    _, last = _run_train(OCT, root)
+    last = _run_train(OCT, root, cli=True)
     assert last.startswith(f"  case '{table['case_id'][i]}', image {path}: the file is truncated: it decompresses to ")
     assert last.endswith(" bytes, its header announces 131424")  # 352 + 32**3 float32
 
@@ -107,7 +113,7 @@ def test_oct_random_bytes(cohorts, tmp_path):
     root, manifest, table, i = _copy(cohorts, OCT, tmp_path)
     path = manifest.parent / table["image"][i]
     path.write_bytes(np.random.default_rng(0).bytes(4000))
-    _, last = _run_train(OCT, root)
+    last = _run_train(OCT, root)
     assert last == (f"  case '{table['case_id'][i]}', image {path}: cannot read the image header "
                     "(ImageFileError: File <file> is not a gzip file)")
 
@@ -116,7 +122,7 @@ def test_oct_2d_image(cohorts, tmp_path):
     root, manifest, table, i = _copy(cohorts, OCT, tmp_path)
     path = manifest.parent / table["image"][i]
     _save_2d(path)
-    _, last = _run_train(OCT, root)
+    last = _run_train(OCT, root)
     assert last == f"  case '{table['case_id'][i]}', image {path}: 2-D image of shape (32, 32), 3-D expected"
 
 
@@ -124,7 +130,7 @@ def test_oct_bad_manifest_value(cohorts, tmp_path):
     root, manifest, table, i = _copy(cohorts, OCT, tmp_path)
     table.loc[i, "race"] = "Martian"
     table.to_csv(manifest, index=False)
-    _, last = _run_train(OCT, root)
+    last = _run_train(OCT, root)
     assert last == (f"ManifestError: {manifest}, row {i + 2}, column 'race': value 'Martian' is not one of the "
                     "declared categories ['Asian', 'Black', 'White']")
 
@@ -134,7 +140,7 @@ def test_mama_mia_mask_of_another_shape(cohorts, tmp_path):
     path = manifest.parent / table["label"][i]
     img = nib.load(path)
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:-2], img.affine), path)
-    _, last = _run_train(MAMA, root)
+    last = _run_train(MAMA, root)
     pre = manifest.parent / table["image_pre"][i]
     assert last == (f"  case '{table['case_id'][i]}', label {path}: shape (30, 32, 16) differs from image_pre's "
                     f"(32, 32, 16) ({pre})")
@@ -144,7 +150,7 @@ def test_mama_mia_2d_phase(cohorts, tmp_path):
     root, manifest, table, i = _copy(cohorts, MAMA, tmp_path)
     path = manifest.parent / table["image_post1"][i]
     _save_2d(path)
-    _, last = _run_train(MAMA, root)
+    last = _run_train(MAMA, root)
     assert last == f"  case '{table['case_id'][i]}', image_post1 {path}: 2-D image of shape (32, 32), 3-D expected"
 
 
@@ -153,7 +159,7 @@ def test_mama_mia_damage_only_a_full_read_finds(cohorts, tmp_path):
     root, manifest, table, i = _copy(cohorts, MAMA, tmp_path)
     path = manifest.parent / table["image_post1"][i]
     _truncate(path, keep_trailer=True)
-    _, last = _run_train(MAMA, root)
+    last = _run_train(MAMA, root, cli=True)
     assert last == (f"ImageReadError: case '{table['case_id'][i]}', image {path}: cannot read the image "
                     "(EOFError: Compressed file ended before the end-of-stream marker was reached)")
 
