@@ -4,7 +4,8 @@ A 2-D image in a 3-D bundle is silently padded out to 3-D by the resizing transf
 mask whose shape differs from its image's is cropped or padded into place; a phase of a
 multi-phase case that is not on the other phases' grid is stacked with them. None of these stops a
 run. :func:`check_images` reads only the **headers** of every file of a data list (nibabel for
-NIfTI, SimpleITK's ``ReadImageInformation`` for other formats), in a thread pool, and raises one
+NIfTI, the npy header of the array for NumPy ``.npy`` / ``.npz``, SimpleITK's
+``ReadImageInformation`` for other formats), in a thread pool, and raises one
 :class:`ImageCheckError` listing the first ``max_listed`` bad cases, each with its case id, key and
 file. A bundle wraps its data lists with it, so a bad cohort stops before anything is trained or
 written::
@@ -38,6 +39,16 @@ and per case:
   (``|a - b| <= tolerance * |a|``), origin in voxels of the reference (``|a - b| <= tolerance * spacing``),
   direction cosines absolute (``|a - b| <= tolerance``).
 
+**NumPy files** (``.npy``, ``.npz``; what :class:`monai.data.NumpyReader` reads, e.g. Harvard-GF's
+``oct_bscans``): the shape and dtype come from the npy header of the array (for ``.npz``, the zip
+member ``<npz_key>.npy``, opened without reading the array; ``npz_key`` names it, and an ``.npz``
+holding a single array needs none). These files carry **no geometry**: they are checked as unit
+spacing, zero origin and identity direction (what ``NumpyReader`` reports), so the spacing check
+cannot fail and files of one case are compared by shape only. ``check_data_size`` checks that the
+member holds the bytes its header announces; an ``.npz`` whose zip directory cannot be read (a
+truncated download) is reported as such. An array of Python objects is an error (``NumpyReader``
+refuses pickles by default).
+
 World coordinates are compared in nibabel's RAS convention (SimpleITK's LPS origin and
 direction are converted), so a mask in ``.nrrd`` can be compared with an image in ``.nii.gz``.
 
@@ -50,6 +61,7 @@ from __future__ import annotations
 
 import math
 import os
+import zipfile
 import zlib
 from collections.abc import Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -75,6 +87,7 @@ __all__ = [
 #: Bad cases listed in one :class:`ImageCheckError` message.
 MAX_LISTED = 10
 _NIFTI_SUFFIXES = (".nii", ".nii.gz", ".hdr", ".img", ".hdr.gz", ".img.gz")
+_NUMPY_SUFFIXES = (".npy", ".npz")
 _CHUNK = 1 << 20
 
 # Messages (tests compare the text).
@@ -90,6 +103,12 @@ MSG_AFFINE = "the affine is not finite: {affine}"
 MSG_TRUNCATED = "the file is truncated: it holds {have} bytes, its header announces {need}"
 MSG_TRUNCATED_GZ = "the file is truncated: it decompresses to {have} bytes, its header announces {need}"
 MSG_CORRUPT = "the compressed data are corrupt ({error})"
+MSG_ZIP = "the .npz file is truncated or corrupt: its zip directory cannot be read ({error})"
+MSG_NPZ_KEY = "the .npz has no array '{key}'; its arrays are {keys}"
+MSG_NPZ_WHICH = "the .npz holds {n} arrays {keys}; name the one to check with npz_key"
+MSG_NPY = "cannot read the npy header of {member} ({error})"
+MSG_NPY_OBJECT = "the array {member} holds Python objects (dtype object), not numbers"
+MSG_TRUNCATED_NPY = "the array {member} is truncated: it holds {have} bytes, its header announces {need}"
 MSG_GRID_SHAPE = "shape {shape} differs from {ref_key}'s {ref_shape} ({ref_file})"
 MSG_GRID = "{what} {value} differs from {ref_key}'s {ref_value} ({ref_file}) beyond the tolerance {tolerance}"
 MSG_NO_KEY = "the record has no '{key}'"
@@ -279,8 +298,79 @@ def _read_itk(path: str) -> ImageInfo:
     return ImageInfo(path, shape, sp, org, dirs, tuple(tuple(float(v) for v in r) for r in affine))
 
 
-def read_image_info(path: str | os.PathLike, *, check_data_size: bool = True) -> ImageInfo:
-    """The geometry of one image file from its header (nibabel for NIfTI, SimpleITK otherwise).
+class _FileProblem(Exception):
+    """A file's problem, already worded for the report (raised by a reader, caught per file)."""
+
+
+def _is_numpy(path: str) -> bool:
+    return path.lower().endswith(_NUMPY_SUFFIXES)
+
+
+def _npy_header(f, member: str) -> tuple[tuple[int, ...], np.dtype, int]:
+    """Shape, dtype and header length of the npy stream ``f`` (positioned at its start)."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = fmt.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = fmt.read_array_header_2_0(f)
+        else:  # 3.0 (utf-8 field names) has no public reader
+            shape, _, dtype = fmt._read_array_header(f, version)
+        length = f.tell()
+    except Exception as e:  # not an npy stream, or cut inside its header
+        raise _FileProblem(MSG_NPY.format(member=member, error=f"{type(e).__name__}: {e}")) from e
+    if dtype.hasobject:
+        raise _FileProblem(MSG_NPY_OBJECT.format(member=member))
+    return tuple(int(s) for s in shape), dtype, length
+
+
+def _read_numpy(path: str, check_data_size: bool, npz_key: str | None) -> ImageInfo:
+    if path.lower().endswith(".npy"):
+        with open(path, "rb") as f:
+            shape, dtype, length = _npy_header(f, "'.npy'")
+        have, member = os.path.getsize(path), "'.npy'"
+    else:
+        try:
+            zf = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, EOFError, OSError) as e:
+            raise _FileProblem(MSG_ZIP.format(error=f"{type(e).__name__}: {e}")) from e
+        with zf:
+            names = zf.namelist()
+            arrays = [n[:-4] if n.endswith(".npy") else n for n in names]  # the keys np.load gives
+            if npz_key is None:
+                if len(arrays) != 1:
+                    raise _FileProblem(MSG_NPZ_WHICH.format(n=len(arrays), keys=arrays))
+                name = names[0]
+            elif npz_key in arrays:
+                name = names[arrays.index(npz_key)]
+            else:
+                raise _FileProblem(MSG_NPZ_KEY.format(key=npz_key, keys=arrays))
+            member = f"'{arrays[names.index(name)]}'"
+            try:
+                with zf.open(name) as f:
+                    shape, dtype, length = _npy_header(f, member)
+            except (zipfile.BadZipFile, zlib.error, EOFError) as e:  # a member cut or corrupt in its first bytes
+                raise _FileProblem(MSG_ZIP.format(error=f"{type(e).__name__}: {e}")) from e
+            have = zf.getinfo(name).file_size
+    problem = None
+    need = length + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if check_data_size and have < need:
+        problem = MSG_TRUNCATED_NPY.format(member=member, have=have, need=need)
+    affine = np.eye(4)  # no geometry in the file: unit spacing, as NumpyReader reports
+    spacing, origin, direction = _geometry(affine, len(shape))
+    return ImageInfo(path, shape, spacing, origin, direction, tuple(tuple(float(v) for v in r) for r in affine),
+                     problem)
+
+
+def read_image_info(path: str | os.PathLike, *, check_data_size: bool = True, npz_key: str | None = None) -> ImageInfo:
+    """The geometry of one image file from its header (nibabel for NIfTI, the npy header for ``.npy`` /
+    ``.npz``, SimpleITK otherwise).
+
+    Args:
+        path: the file.
+        check_data_size: also check that the file holds the data its header announces (NIfTI, NumPy).
+        npz_key: the array of an ``.npz`` file to describe; ``None``: its only array.
 
     Raises:
         OSError, ValueError, RuntimeError: the header cannot be read (what the reader raises).
@@ -288,14 +378,23 @@ def read_image_info(path: str | os.PathLike, *, check_data_size: bool = True) ->
     path = os.fspath(path)
     if _is_nifti(path):
         return _read_nifti(path, check_data_size)
+    if _is_numpy(path):
+        try:
+            return _read_numpy(path, check_data_size, npz_key)
+        except _FileProblem as e:
+            raise ValueError(f"{path}: {e}") from e
     return _read_itk(path)
 
 
-def _read_or_error(path: str, check_data_size: bool) -> ImageInfo | str:
+def _read_or_error(path: str, check_data_size: bool, npz_key: str | None = None) -> ImageInfo | str:
     if not os.path.exists(path):
         return MSG_HEADER.format(error="file not found")
     try:
+        if _is_numpy(path):
+            return _read_numpy(path, check_data_size, npz_key)
         return read_image_info(path, check_data_size=check_data_size)
+    except _FileProblem as e:  # worded already
+        return str(e)
     except Exception as e:  # any reader failure is this file's problem, reported with its case
         text = str(e).replace(path, "<file>").strip() or type(e).__name__
         return MSG_HEADER.format(error=f"{type(e).__name__}: {text}")
@@ -366,6 +465,7 @@ def find_image_problems(
     allow_singleton_4d: bool = False,
     allow_missing_keys: bool = False,
     check_data_size: bool = True,
+    npz_key: str | Mapping[str, str] | None = None,
     num_workers: int | None = None,
 ) -> list[ImageProblem]:
     """Every problem :func:`check_images` would report, in data-list order (nothing raised).
@@ -380,6 +480,13 @@ def find_image_problems(
     if not 0 <= tolerance < 1:
         raise ValueError(f"tolerance must be in [0, 1), got {tolerance}")
     all_keys = keys + ([mask_key] if mask_key is not None else [])
+    if isinstance(npz_key, Mapping):
+        unknown = [k for k in npz_key if k not in all_keys]
+        if unknown:
+            raise ValueError(f"npz_key names keys that are not checked: {unknown}; the checked keys are {all_keys}")
+        array_of = dict(npz_key)
+    else:
+        array_of = {k: npz_key for k in all_keys}
 
     # the files of each case, as (key name, file), images first, then the mask
     cases: list[tuple[str, list[tuple[str, str]], list[tuple[str, str]]]] = []
@@ -400,20 +507,23 @@ def find_image_problems(
         n_img = sum(1 for k, _ in named if k.split("[")[0] != mask_key)
         cases.append((cid, named[:n_img], named[n_img:]))
 
-    files = list(dict.fromkeys(f for _, imgs, masks in cases for _, f in imgs + masks))
+    def source(key: str, f: str) -> tuple[str, str | None]:  # a file, and the array of it an .npz key names
+        return f, array_of.get(key.split("[")[0]) if _is_numpy(f) else None
+
+    files = list(dict.fromkeys(source(k, f) for _, imgs, masks in cases for k, f in imgs + masks))
     workers = num_workers if num_workers is not None else min(16, 4 * (os.cpu_count() or 1))
     if workers <= 1 or len(files) <= 1:
-        infos = {f: _read_or_error(f, check_data_size) for f in files}
+        infos = {src: _read_or_error(src[0], check_data_size, src[1]) for src in files}
     else:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            infos = dict(zip(files, pool.map(lambda f: _read_or_error(f, check_data_size), files)))
+            infos = dict(zip(files, pool.map(lambda src: _read_or_error(src[0], check_data_size, src[1]), files)))
 
     problems: list[ImageProblem] = []
     for i, (cid, images, masks) in enumerate(cases):
         problems += early.get(i, [])
         ref = None
         for key, f in images + masks:
-            info = infos[f]
+            info = infos[source(key, f)]
             if isinstance(info, str):
                 problems.append(ImageProblem(i, cid, key, f, info))
                 continue
@@ -442,6 +552,7 @@ def check_images(
     allow_singleton_4d: bool = False,
     allow_missing_keys: bool = False,
     check_data_size: bool = True,
+    npz_key: str | Mapping[str, str] | None = None,
     max_listed: int = MAX_LISTED,
     num_workers: int | None = None,
 ) -> Sequence[Mapping]:
@@ -464,7 +575,12 @@ def check_images(
             direction cosines. Defaults to 1e-3.
         allow_singleton_4d: accept ``(X, Y, Z, 1)`` as 3-D (only when the reader squeezes it).
         allow_missing_keys: skip a key a record lacks instead of reporting it (inference lists).
-        check_data_size: check that each NIfTI file holds all the data its header announces.
+        check_data_size: check that each NIfTI or NumPy file holds all the data its header announces.
+        npz_key: the array of each ``.npz`` file to check, as :class:`monai.data.NumpyReader`'s
+            ``npz_keys`` reads it (e.g. ``"oct_bscans"`` for Harvard-GF): one name for every key, or a
+            mapping data-list key -> name (a key it omits: ``None``). ``None``: an ``.npz`` must hold
+            one array, which is checked. An ``.npz`` without the named array is a bad case (the
+            message lists its arrays). ``.npz`` / ``.npy`` files have no geometry: unit spacing.
         max_listed: bad cases listed in the error message (all are in ``ImageCheckError.problems``).
         num_workers: header-reading threads; default ``min(16, 4 * cpu_count)``; 0 or 1 reads serially.
 
@@ -474,12 +590,13 @@ def check_images(
     Raises:
         ImageCheckError: at least one bad case; the message lists ``max_listed`` of them, one problem
             per line: ``case '<id>', <key> <file>: <problem>``.
-        ValueError: ``image_keys`` empty, ``expected_dims`` < 1, ``tolerance`` outside [0, 1).
+        ValueError: ``image_keys`` empty, ``expected_dims`` < 1, ``tolerance`` outside [0, 1), an
+            ``npz_key`` mapping naming a key that is not checked.
     """
     problems = find_image_problems(
         datalist, image_keys, mask_key, case_id_key=case_id_key, expected_dims=expected_dims, min_size=min_size,
         tolerance=tolerance, allow_singleton_4d=allow_singleton_4d, allow_missing_keys=allow_missing_keys,
-        check_data_size=check_data_size, num_workers=num_workers,
+        check_data_size=check_data_size, npz_key=npz_key, num_workers=num_workers,
     )
     if not problems:
         return datalist

@@ -22,6 +22,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from fairmonai.bundle_run import unknown_overrides
+from fairmonai.data import ImageCheckError
 
 ROOT = Path(__file__).resolve().parents[2]
 OCT = ROOT / "bundles" / "oct_glaucoma_fami" / "configs"
@@ -91,11 +92,70 @@ def test_oct_harvard_gf_overlay(tmp_path, caplog):
     assert float(item["image"].min()) == 0.0 and float(item["image"].max()) == 1.0  # min-max scaling
 
 
+def _image_check_error(parser: ConfigParser, id: str) -> ImageCheckError:
+    """The header check's error that parsing ``id`` raises (MONAI wraps it in a RuntimeError)."""
+    with pytest.raises(RuntimeError) as e:
+        parser.get_parsed_content(id)
+    assert isinstance(e.value.__cause__, ImageCheckError), repr(e.value.__cause__)
+    return e.value.__cause__
+
+
+def test_oct_harvard_gf_overlay_checks_the_npz_headers(tmp_path):
+    """Both data lists are the header-checked ones, on the overlay's array (``npz_key``): a training eye
+    whose ``oct_bscans`` is 2-D and a validation eye without ``oct_bscans`` are refused by name."""
+    release = tmp_path / "Harvard-GF"
+    harvard_release(release)
+    flat, keyless = release / "Training" / "data_tr03.npz", release / "Training" / "data_tr05.npz"
+    np.savez(flat, oct_bscans=np.zeros((20, 18), np.uint8), rnflt=np.zeros((4, 4), np.float32))
+    np.savez(keyless, rnflt=np.zeros((4, 4), np.float32), glaucoma=np.array(1))
+    parser = parse([OCT / "train.json", OCT / "data_harvard_gf.json"], bundle_root=str(tmp_path / "run"),
+                   dataset_dir=str(release))
+    assert str(_image_check_error(parser, "train#datalist")).splitlines() == [
+        "image check: 1 of 8 cases have bad image files (3-D expected):",
+        f"  case 'data_tr03', image {flat}: 2-D image of shape (20, 18), 3-D expected",
+    ]
+    assert str(_image_check_error(parser, "validate#datalist")).splitlines() == [
+        "image check: 1 of 2 cases have bad image files (3-D expected):",
+        f"  case 'data_tr05', image {keyless}: the .npz has no array 'oct_bscans'; its arrays are ['rnflt', 'glaucoma']",
+    ]
+
+
 def test_oct_harvard_gf_overlay_with_evaluate_keeps_the_recorded_manifest():
     """evaluate.json after the data overlay reads the manifest the model was trained on."""
     parser = parse([OCT / "train.json", OCT / "data_harvard_gf.json", OCT / "evaluate.json"])
     assert parser["manifest"] == "$fairmonai.bundle_run.recorded_manifest(@ckpt_path)"
-    assert parser["image_reader"] == "$monai.data.NumpyReader(npz_keys=['oct_bscans'])"
+    assert parser.get_parsed_content("image_reader").npz_keys == ("oct_bscans",)
+    assert "npz_key=@npz_key" in parser["validate#datalist"]
+
+
+@pytest.mark.filterwarnings("ignore:Can't merge entry:UserWarning")
+def test_oct_harvard_gf_overlay_with_inference_reads_a_folder_of_npz(tmp_path):
+    """inference.json + the data overlay: the ``.npz`` files of a folder, header-checked on ``oct_bscans``
+    and read with the training reader (2 files -> 2 rows; other files ignored)."""
+    folder = tmp_path / "eyes"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    volumes = {}
+    for stem in ("data_b", "data_a"):
+        volumes[stem] = rng.integers(0, 255, (20, 18, 16), dtype=np.uint8)
+        np.savez(folder / f"{stem}.npz", oct_bscans=volumes[stem], rnflt=np.zeros((4, 4), np.float32))
+    (folder / "notes.txt").write_text("not an eye")
+    # the overlay's +train / +validate data lists have no train / validate to merge into: MONAI copies them, unused
+    with pytest.warns(UserWarning, match=r"Can't merge entry \['\+train'\]"):
+        parser = parse([OCT / "inference.json", OCT / "data_harvard_gf.json"], input=str(folder))
+    datalist = parser.get_parsed_content("datalist")
+    assert datalist == [{"case_id": "data_a", "image": str((folder / "data_a.npz").resolve())},
+                        {"case_id": "data_b", "image": str((folder / "data_b.npz").resolve())}]
+    preprocessing = parser.get_parsed_content("preprocessing")
+    raw = preprocessing.transforms[0](dict(datalist[0]))["image"]
+    assert tuple(raw.shape) == (20, 18, 16) and np.array_equal(np.asarray(raw), volumes["data_a"])
+    item = preprocessing(dict(datalist[1]))
+    assert tuple(item["image"].shape) == (1, 96, 96, 96) and item["image"].dtype == torch.float32
+    # a 2-D B-scan array among them is refused before anything runs
+    np.savez(folder / "data_c.npz", oct_bscans=np.zeros((20, 18), np.uint8))
+    parser = parse([OCT / "inference.json", OCT / "data_harvard_gf.json"], input=str(folder))
+    assert str(_image_check_error(parser, "datalist")).splitlines()[1:] == [
+        f"  case 'data_c', image {(folder / 'data_c.npz').resolve()}: 2-D image of shape (20, 18), 3-D expected"]
 
 
 # -------------------------------------------------------------------------------------------- MAMA

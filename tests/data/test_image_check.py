@@ -251,3 +251,106 @@ def test_parallel_equals_serial(tmp_path):
             check_images(records, PHASES, "label", num_workers=workers)
         messages.add(str(e.value))
     assert len(messages) == 1
+
+
+# ------------------------------------------------------------------------------------ NumPy (.npz, .npy)
+def _npz(path, compressed=False, **arrays):
+    (np.savez_compressed if compressed else np.savez)(path, **arrays)
+    return str(path)
+
+
+def _harvard_like(path, bscans_shape=(20, 18, 16), compressed=False):
+    """A Harvard-GF-like eye: the B-scan volume among other arrays."""
+    return _npz(path, compressed, oct_bscans=np.zeros(bscans_shape, np.uint8), rnflt=np.zeros((4, 4), np.float32),
+                glaucoma=np.array(1), race=np.array(2))
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["savez", "savez_compressed"])
+def test_npz_header_of_the_named_array(tmp_path, compressed):
+    f = _harvard_like(tmp_path / "e0.npz", compressed=compressed)
+    info = ic.read_image_info(f, npz_key="oct_bscans")
+    # no geometry in the file: unit spacing, zero origin, identity direction (what NumpyReader reports)
+    assert info.shape == (20, 18, 16) and info.spacing == (1.0, 1.0, 1.0) and info.origin == (0.0, 0.0, 0.0)
+    assert info.direction == ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)) and info.data_problem is None
+    records = [{"case_id": "e0", "image": f}]
+    assert check_images(records, "image", npz_key="oct_bscans") is records
+    assert check_images(records, "image", npz_key={"image": "oct_bscans"}) is records
+
+
+def test_npz_2d_array_refused_by_name(tmp_path):
+    good, flat = _harvard_like(tmp_path / "e0.npz"), _harvard_like(tmp_path / "e1.npz", bscans_shape=(20, 18))
+    with pytest.raises(ImageCheckError) as e:
+        check_images([{"case_id": "e0", "image": good}, {"case_id": "e1", "image": flat}], "image", npz_key="oct_bscans")
+    assert str(e.value).splitlines() == [
+        "image check: 1 of 2 cases have bad image files (3-D expected):",
+        f"  case 'e1', image {flat}: 2-D image of shape (20, 18), 3-D expected",
+    ]
+
+
+def test_npz_missing_key_lists_the_arrays(tmp_path):
+    f = _npz(tmp_path / "e0.npz", rnflt=np.zeros((4, 4), np.float32), glaucoma=np.array(1))
+    [p] = find_image_problems([{"case_id": "e0", "image": f}], "image", npz_key="oct_bscans")
+    assert (p.case_id, p.key, p.file) == ("e0", "image", f)
+    assert p.message == "the .npz has no array 'oct_bscans'; its arrays are ['rnflt', 'glaucoma']"
+
+
+def test_npz_without_key(tmp_path):
+    """No npz_key: an .npz of one array is that array; of several, the check asks which."""
+    one = _npz(tmp_path / "one.npz", vol=np.zeros((3, 4, 5), np.int16))
+    assert ic.read_image_info(one).shape == (3, 4, 5)
+    several = _harvard_like(tmp_path / "e0.npz")
+    [p] = find_image_problems([{"case_id": "one", "image": one}, {"case_id": "e0", "image": several}], "image")
+    assert (p.case_id, p.message) == (
+        "e0", "the .npz holds 4 arrays ['oct_bscans', 'rnflt', 'glaucoma', 'race']; name the one to check with npz_key")
+
+
+def test_npz_truncated_or_corrupt(tmp_path):
+    f = _harvard_like(tmp_path / "e0.npz")
+    raw = open(f, "rb").read()
+    open(f, "wb").write(raw[: len(raw) // 2])  # a download cut in half: the zip directory (at the end) is gone
+    [p] = find_image_problems([{"case_id": "e0", "image": f}], "image", npz_key="oct_bscans")
+    assert p.message == ("the .npz file is truncated or corrupt: its zip directory cannot be read "
+                         "(BadZipFile: File is not a zip file)")
+    open(f, "wb").write(b"not a zip file at all")
+    [p] = find_image_problems([{"case_id": "e0", "image": f}], "image", npz_key="oct_bscans")
+    assert p.message.startswith("the .npz file is truncated or corrupt")
+    with pytest.raises(ValueError, match=r"e0\.npz: the \.npz file is truncated or corrupt"):
+        ic.read_image_info(f, npz_key="oct_bscans")
+
+
+def test_npy_header_and_truncation(tmp_path):
+    f = str(tmp_path / "v.npy")
+    np.save(f, np.zeros((5, 6, 7), np.float32))
+    assert ic.read_image_info(f).shape == (5, 6, 7)
+    records = [{"case_id": "v", "image": f}]
+    assert check_images(records, "image", npz_key="ignored for .npy") is records
+    raw = open(f, "rb").read()
+    assert len(raw) == 128 + 5 * 6 * 7 * 4  # npy 1.0 header padded to 128 bytes, then 210 float32
+    open(f, "wb").write(raw[:500])
+    [p] = find_image_problems(records, "image")
+    assert p.message == "the array '.npy' is truncated: it holds 500 bytes, its header announces 968"
+    assert find_image_problems(records, "image", check_data_size=False) == []
+    np.save(f, np.array([None, 1], dtype=object), allow_pickle=True)
+    [p] = find_image_problems(records, "image")
+    assert p.message == "the array '.npy' holds Python objects (dtype object), not numbers"
+
+
+def test_npz_per_key_mapping_and_grid_by_shape(tmp_path):
+    img = _harvard_like(tmp_path / "e0.npz")
+    mask = _npz(tmp_path / "e0_mask.npz", seg=np.zeros((20, 18, 16), np.uint8))
+    records = [{"case_id": "e0", "image": img, "label": mask}]
+    assert check_images(records, "image", "label", npz_key={"image": "oct_bscans", "label": "seg"}) is records
+    assert check_images(records, "image", "label", npz_key={"image": "oct_bscans"}) is records  # one array: no key
+    _npz(tmp_path / "e0_mask.npz", seg=np.zeros((20, 18, 15), np.uint8))
+    [p] = find_image_problems(records, "image", "label", npz_key={"image": "oct_bscans"})
+    assert p.message == f"shape (20, 18, 15) differs from image's (20, 18, 16) ({img})"
+    with pytest.raises(ValueError, match=r"npz_key names keys that are not checked: \['mask'\]"):
+        check_images(records, "image", "label", npz_key={"mask": "seg"})
+
+
+def test_npz_parallel_equals_serial(tmp_path):
+    shapes = [(20, 18) if i in (2, 5) else (20, 18, 16) for i in range(8)]
+    records = [{"case_id": f"e{i}", "image": _harvard_like(tmp_path / f"e{i}.npz", shape)} for i, shape in enumerate(shapes)]
+    serial = find_image_problems(records, "image", npz_key="oct_bscans", num_workers=1)
+    assert [p.case_id for p in serial] == ["e2", "e5"]
+    assert find_image_problems(records, "image", npz_key="oct_bscans", num_workers=4) == serial

@@ -152,3 +152,28 @@ def test_folder_errors(tmp_path):
 ])
 def test_case_id_from_path(path, cid):
     assert case_id_from_path(path) == cid
+
+
+def test_folder_of_npz_checked_and_read_as_training_reads_it(tmp_path):
+    """Harvard-GF-like eyes: ``pattern="*.npz"`` lists them, the header check takes ``oct_bscans``, and
+    NumpyReader(npz_keys=["oct_bscans"]) reads that array unchanged (2 files -> 2 rows)."""
+    import numpy as np
+    from monai.data import NumpyReader
+
+    from fairmonai.data import check_images
+    from fairmonai.transforms import LoadCaseImaged
+
+    rng = np.random.default_rng(0)
+    volumes = {stem: rng.integers(0, 255, (20, 18, 16), dtype=np.uint8) for stem in ("eye_2", "eye_1")}
+    for stem, vol in volumes.items():
+        np.savez(tmp_path / f"{stem}.npz", oct_bscans=vol, rnflt=np.zeros((4, 4), np.float32), glaucoma=np.array(1))
+    (tmp_path / "eye_3.nii.gz").write_bytes(b"x")  # not matched by the pattern
+    recs = inference_datalist(tmp_path, pattern="*.npz")
+    assert recs == [{"case_id": "eye_1", "image": str((tmp_path / "eye_1.npz").resolve())},
+                    {"case_id": "eye_2", "image": str((tmp_path / "eye_2.npz").resolve())}]
+    assert check_images(recs, "image", npz_key="oct_bscans") is recs
+    load = LoadCaseImaged(keys="image", reader=NumpyReader(npz_keys=["oct_bscans"]), image_only=True)
+    for rec in recs:
+        image = load(dict(rec))["image"]
+        assert tuple(image.shape) == (20, 18, 16)
+        assert np.array_equal(np.asarray(image), volumes[rec["case_id"]])
