@@ -19,10 +19,11 @@ incidence matrix, case :math:`i` is in itemset :math:`j` exactly when :math:`(M 
 itemset's length (one sparse-dense product per block of itemsets, to bound memory). A subgroup's
 count and score sum are the row sums of that membership and its product with the scores. The
 per-case weight (:func:`max_abs_divergence_per_sample`) depends only on a case's values, so it is
-computed once per distinct combination of values and broadcast back. On the MAMA-MIA table
-(``benchmarks/bench_subgroups.py``: 1,506 cases, 6 attributes, 3,486 subgroups) this takes a few
-hundredths of a second and the miner dominates; FairMedSeg's reweighting is well under 0.1 % of a
-training epoch (``benchmarks/bench_fairmedseg_reweighting.py``).
+computed once per distinct combination of values and broadcast back. This is the one path: on the
+MAMA-MIA table (``benchmarks/bench_subgroups.py``: 1,506 cases, 6 attributes, 3,486 subgroups) the
+whole :func:`subgroup_divergence` call takes well under a second on a CPU, about as long as
+DivExplorer's, and FairMedSeg's discovery plus reweighting is a negligible share of a training epoch
+(``benchmarks/bench_fairmedseg_reweighting.py``).
 
 Conventions:
 
