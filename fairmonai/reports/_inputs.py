@@ -100,7 +100,8 @@ class CheckedPredictions:
         groups: per attribute, the group names in code order.
         missing: per attribute, ``{"policy", "n_excluded", "n_unknown", "unknown_category"}``:
             the schema's missing-value policy (``None`` without a schema entry), the cases left out
-            of the attribute's groups (empty cell, or ``"unknown"`` under policy ``exclude``), and
+            of the attribute's groups (empty cell, or ``"unknown"``, the per-case writers' value of a case in no
+            group, without a schema or under policy ``exclude``, unless it is a declared category), and
             the cases in the policy-``category`` group (``unknown_category``, e.g. ``"unknown"``).
         values: the numbers: ``label`` and ``scores`` (``(N,)`` or ``(N, K)``) for classification;
             ``dice`` and ``normhd`` (or ``hd95``) for segmentation.
@@ -273,6 +274,11 @@ def encode_attribute(df: pd.DataFrame, path, attr: str, spec: AttributeSpec | No
     values = [normalise_category(v) for v in df[attr]]
     policy = spec.missing if spec is not None else None
     unknown_category = spec.missing_category if policy == "category" else None
+    declared = spec.categories if spec is not None else categories
+    if policy in (None, "exclude") and (declared is None or EXCLUDED_VALUE not in declared):
+        # the per-case writers' value of a case in no group (code -1), unless a declared category; under
+        # policy 'error' no case can be in no group, so there "unknown" is an error like any other value
+        values = [None if v == EXCLUDED_VALUE else v for v in values]
     n_empty = sum(v is None for v in values)
     notes = []
     if spec is None:
@@ -284,8 +290,6 @@ def encode_attribute(df: pd.DataFrame, path, attr: str, spec: AttributeSpec | No
         categories = list(spec.categories)
         if policy == "category":  # a missing value becomes the unknown group, as the manifest does
             values = [unknown_category if v is None else v for v in values]
-        elif policy == "exclude" and EXCLUDED_VALUE not in categories:  # the manifest's value of an excluded case
-            values = [None if v == EXCLUDED_VALUE else v for v in values]
         elif policy == "error" and n_empty:
             notes.append(f"{attr}: {n_empty} case(s) without a value although the schema's missing-value policy is "
                          "'error'; they are left out of its groups")

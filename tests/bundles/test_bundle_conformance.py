@@ -10,7 +10,7 @@ Checks: metadata against the offline schema copy (tests/bundles/bundle_meta_sche
 ``check_properties`` of train and inference; ``verify_net_in_out``; a 1-epoch train run of
 train.json and of every ``method_*`` overlay; evaluate.json and inference.json on the trained
 checkpoint, with the report's numbers checked against scikit-learn on the written predictions;
-``ckpt_export`` to TorchScript and ``onnx_export`` with outputs equal to PyTorch's; and (slow) the
+``ckpt_export`` to TorchScript with outputs equal to PyTorch's (``onnx_export``: test_onnx_export.py); and (slow) the
 multi-GPU overlay under ``torchrun --nproc_per_node=2`` with gloo, whose validation fairness metrics
 must equal a single-process evaluation of the same model on the same data.
 """
@@ -250,18 +250,17 @@ def _check_overlay_deploys(bundle: Path, net: str, root: Path) -> None:
         assert np.allclose(ts(x).numpy(), model(x).numpy(), atol=1e-4)
 
 
-def test_export_torchscript_and_onnx(trained, tmp_path):
+def test_export_torchscript(trained, tmp_path):
+    """The documented ckpt_export of the trained smoke model reproduces the network (ONNX export, at other
+    batch and spatial sizes: tests/bundles/test_onnx_export.py)."""
     bundle, root, _ = trained
-    from monai.bundle import ckpt_export, onnx_export
-    from monai.bundle import ConfigParser
+    from monai.bundle import ConfigParser, ckpt_export
 
     shape = input_shape(bundle)
-    common = dict(net_id="network_def", ckpt_file=str(root / "models" / "model.pt"), key_in_ckpt="model",
-                  meta_file=str(bundle / "configs" / "metadata.json"),
-                  config_file=str(bundle / "configs" / "inference.json"))
-    ckpt_export(filepath=str(tmp_path / "model.ts"), **common)
-    onnx_export(filepath=str(tmp_path / "model.onnx"), use_trace=True, input_shape=shape,
-                converter_kwargs={"dynamo": False}, **common)
+    ckpt_export(net_id="network_def", ckpt_file=str(root / "models" / "model.pt"), key_in_ckpt="model",
+                meta_file=str(bundle / "configs" / "metadata.json"),
+                config_file=[str(bundle / "configs" / "inference.json"), str(root / "models" / "run_record.json")],
+                filepath=str(tmp_path / "model.ts"))
     parser = ConfigParser()
     parser.read_config(str(bundle / "configs" / "inference.json"))
     net = parser.get_parsed_content("network_def")
@@ -271,12 +270,7 @@ def test_export_torchscript_and_onnx(trained, tmp_path):
     with torch.no_grad():
         expected = net(x).numpy()
         ts = torch.jit.load(str(tmp_path / "model.ts"))(x).numpy()
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
-    onnx_out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
     assert np.allclose(ts, expected, atol=1e-5)
-    assert np.allclose(onnx_out, expected, atol=1e-4)
 
 
 def test_resume_matches_uninterrupted_run(trained, tmp_path):

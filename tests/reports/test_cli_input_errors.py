@@ -237,3 +237,13 @@ def test_unknown_is_a_value_error_without_the_exclude_policy(tmp_path):
         write_report(p, tmp_path / "o", schema="isic2020", n_bootstrap=0)
     assert str(err.value) == (f"{p}: case 'a', column 'sex': value 'unknown' is not one of the schema's categories "
                               "['female', 'male']")
+
+
+def test_unknown_is_in_no_group_without_a_schema(tmp_path):
+    """Without a schema, "unknown" (what the per-case writers write for a case in no group) is left out of
+    the groups, unless the caller names it as a group."""
+    p = tmp_path / "p.csv"
+    p.write_text("case_id,label,score,sex\na,0,0.2,female\nb,1,0.9,male\nc,1,0.7,unknown\nd,0,0.4,male\n")
+    rep = json.loads(write_report(p, tmp_path / "o", n_bootstrap=0)["json"].read_text())
+    assert rep["attributes"]["sex"]["groups"] == ["female", "male"]
+    assert rep["attributes"]["sex"]["n_excluded"] == 1
