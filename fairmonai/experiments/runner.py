@@ -69,7 +69,8 @@ def summarise(rows: pd.DataFrame, group: Sequence[str], columns: Sequence[str]) 
         rec = dict(zip(group, key if isinstance(key, tuple) else (key,)))
         for c in columns:
             v = [x for x in (_number(y) for y in g[c]) if x is not None]
-            rec[f"{c}_mean"] = statistics.mean(v) if v else None
+            one = [y for y in g[c] if _number(y) is not None]
+            rec[f"{c}_mean"] = (one[0] if len(v) == 1 else statistics.mean(v)) if v else None  # one value kept as is
             rec[f"{c}_sd"] = (statistics.stdev(v) if len(v) > 1 else 0.0) if v else None
             rec[f"{c}_n"] = len(v)
         out.append(rec)
@@ -151,7 +152,7 @@ def _plots(exp: Experiment, runs: list[PlannedRun], out: Path) -> None:
 def _markdown(exp: Experiment, rows: pd.DataFrame, summary: pd.DataFrame, group: list[str],
               choices: list[dict], seeds: Sequence[int]) -> str:
     cols = list(exp.columns)
-    title = exp.description.strip().splitlines()[0]
+    title = exp.description.strip().splitlines()[0].split(". ")[0].rstrip(".") + "."  # the first sentence
     pooled = "seeds" + (" and folds" if exp.folds else "")
     md = [f"# {exp.name}: {title}", "",
           f"{rows['run_dir'].nunique()} run(s), seeds {list(seeds)}" + (f", folds {list(exp.folds)}" if exp.folds else "")

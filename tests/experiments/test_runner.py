@@ -52,7 +52,7 @@ def _sweep_report(run, split):
 
 
 SWEEP = {
-    "description": "Sweep.\nSecond line.",
+    "description": "Sweep of two. Second sentence.\nSecond line.",
     "configurations": {"unet": {"configs": ["train.json", "method_fairmedseg.json"]}},
     "seeds": [0, 1],
     "grid": {"div_alpha": [0.2, 0.5, 0.8], "minsup": [0.005, 0.01]},
@@ -93,7 +93,7 @@ def test_selection_picks_the_validation_best_and_scores_test_only_for_it(tmp_pat
     assert test_rows[["div_alpha", "minsup", "seed", "TS"]].values.tolist() == [[0.5, 0.005, 0, 0.55],
                                                                                 [0.8, 0.01, 1, 0.9]]
     assert "Chosen for unet, seed 0: div_alpha 0.5, minsup 0.005 (max TS on the val split)" in res.markdown
-    assert res.markdown.startswith("# sweep: Sweep.\n")
+    assert res.markdown.startswith("# sweep: Sweep of two.\n")
 
 
 def test_selection_ties_go_to_the_first_point_and_min_goal(tmp_path, monkeypatch):
@@ -158,7 +158,7 @@ def test_transposed_table_with_one_seed(tmp_path, monkeypatch):
     md = run_experiment(tmp_path, exp, tmp_path, echo=False).markdown.splitlines()
     assert md[2] == "2 run(s), seeds [2]; mean +- sd over seeds where there are several."
     assert md[4:9] == ["|     | base  | fms   |", "|-----|-------|-------|", "| TS  | 0.600 | 0.300 |",
-                       "| DSC | 0.200 | n/a   |", "| n   | 4.000 | 4.000 |"]
+                       "| DSC | 0.200 | n/a   |", "| n   | 4     | 4     |"]  # one integer value stays an integer
 
 
 def test_plots_pool_the_runs_of_each_configuration(tmp_path, monkeypatch):
