@@ -79,7 +79,8 @@ def recalibrate_run(root: Path) -> dict[str, dict[str, float]]:
     loader.sampler.set_epoch(int(overrides["epochs"]) - 1)  # the last epoch's shuffle
     n = recalibrate_batchnorm(network, loader)
     ckpt = root / "models" / "model_bnrecal.pt"
-    torch.save(network.state_dict(), ckpt)
+    # keep the run record beside the weights: evaluation refuses a model file without one
+    torch.save({**saved, "model": network.state_dict()} if "model" in saved else network.state_dict(), ckpt)
     evaluate = [*cmd]
     evaluate[evaluate.index("--config_file") + 1] = str([*files, str(Path(files[0]).parent / "evaluate.json")])
     evaluate += ["--ckpt_path", str(ckpt), "--output_dir", str(root / "eval_bnrecal")]
