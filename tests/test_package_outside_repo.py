@@ -71,18 +71,10 @@ def _repo_lookups(path: Path) -> list[str]:
     return found
 
 
-# The CLIs' documented defaults, resolved against the current directory (not the package) and
-# checked by fairmonai.experiments.runs.check_bundle.
-CLI_DEFAULTS = {"fairmonai/bundle_demo.py", "fairmonai/demo.py", "fairmonai/experiments/fairmedseg.py"}
-
-
 def test_no_module_locates_the_repository():
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
-        hits = _repo_lookups(path)
-        if str(path.relative_to(REPO)) in CLI_DEFAULTS:
-            hits = [h for h in hits if "parents" in h]
-        found += hits
+        found += _repo_lookups(path)
     assert found == []
 
 
@@ -180,12 +172,14 @@ def test_check_bundle_names_the_path_and_the_option(tmp_path, monkeypatch):
 
 
 def test_commands_refuse_a_missing_bundle_before_any_work(tmp_path, monkeypatch, capsys):
-    from fairmonai.demo import main as demo_main
-    from fairmonai.experiments.fairmedseg import main as fairmedseg_main
+    from fairmonai.experiments.__main__ import main
 
-    monkeypatch.chdir(tmp_path)  # outside the repository: the default bundle folders are not here
-    assert demo_main(["--out", str(tmp_path / "demo"), "--epochs", "1"]) == 2
-    assert "bundle folder " + str(tmp_path / "bundles" / "oct_glaucoma_fami") + " does not exist" in capsys.readouterr().err
-    assert fairmedseg_main(["table1", "--out", str(tmp_path / "t1"), "--bundle", str(tmp_path)]) == 2
+    monkeypatch.chdir(tmp_path)  # outside the repository: a relative bundle path is taken from here
+    assert main(["run", "bundles/oct_glaucoma_fami", "demo", "--out", str(tmp_path / "demo")]) == 2
+    err = capsys.readouterr().err
+    assert ("bundle folder " + str(tmp_path / "bundles" / "oct_glaucoma_fami") + " does not exist "
+            "('bundles/oct_glaucoma_fami' taken from the current directory)") in err
+    assert "pass the bundle's folder with the bundle argument" in err
+    assert main(["list", str(tmp_path)]) == 2
     assert f"{tmp_path} is not a bundle folder: it has no configs/metadata.json" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written
