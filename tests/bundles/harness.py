@@ -89,8 +89,8 @@ class Result:
 
 class _Stream(io.TextIOBase):
     """One stream object for every in-process run's stdout and stderr, writing to the current run's
-    buffer (else to ``sys.__stdout__``). Loggers that bind ``sys.stdout`` once, when first created
-    (MONAI's ``get_logger``, used by ``StatsHandler``), then still write to the run that is going on."""
+    buffer (else to ``sys.__stdout__``). Loggers that bind ``sys.stdout`` once, when first created in a
+    run (MONAI's ``get_logger``, used by ``StatsHandler``), then still write to the run that is going on."""
 
     target: io.StringIO | None = None
 
@@ -105,6 +105,21 @@ class _Stream(io.TextIOBase):
 
 
 _STREAM = _Stream()
+
+
+def _repoint_console_handlers() -> list[tuple[logging.StreamHandler, object]]:
+    """Point every logger's console handler (a StreamHandler on this process's stdout or stderr, e.g. the
+    one MONAI's ``get_logger`` added when a test built a StatsHandler outside a run) at :data:`_STREAM`
+    for the run; returns ``(handler, previous stream)`` pairs to restore."""
+    consoles = {id(x) for x in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)}
+    loggers = [logging.getLogger()] + [x for x in logging.Logger.manager.loggerDict.values()
+                                       if isinstance(x, logging.Logger)]
+    out = []
+    for logger in loggers:
+        for h in logger.handlers:
+            if type(h) is logging.StreamHandler and id(h.stream) in consoles:
+                out.append((h, h.setStream(_STREAM)))
+    return out
 
 
 def _args(bundle: Path, root: Path, names: list[str], extra: tuple[str, ...], smoke: bool) -> list[str]:
@@ -132,8 +147,13 @@ def run_bundle(bundle: Path, root: Path, names: list[str], *extra: str, smoke: b
         sys.argv = argv
         os.chdir(root)
         _STREAM.target = buf
-        with contextlib.redirect_stdout(_STREAM), contextlib.redirect_stderr(_STREAM):
-            runpy.run_module("monai.bundle", run_name="__main__", alter_sys=False)
+        repointed = _repoint_console_handlers()
+        try:
+            with contextlib.redirect_stdout(_STREAM), contextlib.redirect_stderr(_STREAM):
+                runpy.run_module("monai.bundle", run_name="__main__", alter_sys=False)
+        finally:
+            for handler, stream in repointed:
+                handler.setStream(stream)
     except BaseException as e:  # SystemExit from fire included
         if fails and not isinstance(e, (KeyboardInterrupt, SystemExit)):
             return Result(1, buf.getvalue(), e)

@@ -67,8 +67,8 @@ CASES = [
 ]
 
 #: SwinUNETR, slow (about 80 s on 2 cores): exported at the bundle's default sliding-window size 96x96x64
-#: (``swin_patch_size``, all the inferer ever gives it) with smoke.json's feature size 12. At the smoke
-#: patch 64x64x32 the export stops (``ONNX export of instance_norm for unknown channel size``, MONAI
+#: (``swin_patch_size``, all the inferer ever gives it) with smoke.json's feature size 12. At a
+#: 64x64x32 patch the export stops (``ONNX export of instance_norm for unknown channel size``, MONAI
 #: issue 5125): the deepest level is 2x2x1 there. Its window reshapes are traced as constants, so the
 #: spatial axes stay static.
 SWIN = ("mama-swinunetr", [MAMA / "inference.json", MAMA / "net_swinunetr.json", MAMA / "smoke.json"],
