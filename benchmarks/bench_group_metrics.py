@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from fairmonai.metrics._group_rates import (
+from fairmonai.metrics import (
     demographic_parity_difference,
     equalized_odds_difference,
     group_rates,
