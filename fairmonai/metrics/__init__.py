@@ -3,12 +3,14 @@ challenge scores, subgroup divergence.
 
 The code lives in private modules; this package re-exports the public names, in three groups:
 classification (``_group_rates``, ``_auc``, ``_fami_metrics``, ``_classification``), segmentation
-(``_segmentation``) and subgroups (``_subgroups``). Group arguments are keyword-only
+(``_segmentation``, ``_bootstrap_segmentation``), subgroups (``_subgroups``) and information
+(``_mutual_information``). Group arguments are keyword-only
 (``sensitive_features=``); group code ``-1`` marks a value excluded by the missing-value policy
 (counted overall, in no group).
 """
 
 from ._auc import equity_scaled_auc, mann_whitney_auc, roc_auc_by_group
+from ._bootstrap_segmentation import bootstrap_challenge_scores
 from ._classification import ClassificationFairnessMetric, FairnessSummary, classification_fairness_summary
 from ._fami_metrics import EODD_STRATEGIES, compute_eodd, compute_eom, compute_sigma_iou
 from ._group_inputs import UndefinedGroupMetricWarning
@@ -25,6 +27,7 @@ from ._group_rates import (
     true_positive_rate_by_group,
 )
 from ._group_results import DisparityResult, GroupMetricResult
+from ._mutual_information import KNN_MI_ESTIMATORS, knn_mutual_information
 from ._segmentation import (
     HD_MAX,
     HD_METHODS,
@@ -75,6 +78,7 @@ _SEGMENTATION = [
     "ChallengeScores",
     "case_scores",
     "challenge_scores",
+    "bootstrap_challenge_scores",
     "ChallengeScoreMetric",
 ]
 _SUBGROUPS = [
@@ -85,9 +89,8 @@ _SUBGROUPS = [
     "max_abs_divergence_per_sample",
     "divergence_weights",
 ]
-__all__ = _CLASSIFICATION + _SEGMENTATION + _SUBGROUPS
+# the k-NN estimate of I(attribute; outputs) that PenaltyCurveLogger logs (FaMI's Figure 3)
+_INFORMATION = ["KNN_MI_ESTIMATORS", "knn_mutual_information"]
+__all__ = _CLASSIFICATION + _SEGMENTATION + _SUBGROUPS + _INFORMATION
 
-# the k-NN mutual-information estimate that PenaltyCurveLogger logs
-from ._mutual_information import KNN_MI_ESTIMATORS, knn_mutual_information  # noqa: E402
 
-__all__ += ["KNN_MI_ESTIMATORS", "knn_mutual_information"]

@@ -301,7 +301,7 @@ _SEG_LABELS = {"mean_dsc": "Mean DSC", "mean_normhd": "Mean NormHD", "performanc
 
 def _segmentation(checked: CheckedPredictions, out_dir: Path, *, ts_weight, title, n_bootstrap=0,
                   confidence_level=0.95, seed=0):
-    from ..metrics._bootstrap_segmentation import bootstrap_challenge_scores
+    from ..metrics import bootstrap_challenge_scores
     from ..metrics._segmentation import HD_MAX, challenge_scores
     from . import plots
 
