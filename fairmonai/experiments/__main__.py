@@ -64,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="bundle override for every run (JSON values), e.g. epochs=20")
     run.add_argument("--seeds", type=int, nargs="+", default=None, help="replace the file's seeds")
     run.add_argument("--configurations", nargs="+", default=None, help="run only these configurations")
+    run.add_argument("--overlay", nargs="+", action="extend", default=[], metavar="FILE",
+                     help="config files of the bundle added to every run, e.g. data_mama_mia.json for the real data")
     args = parser.parse_args(argv)
     try:
         bundle = check_bundle(args.bundle, option="the bundle argument")
@@ -73,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         exp = load_experiment(bundle, args.name)
         result = run_experiment(bundle, exp, args.out, seeds=args.seeds, configurations=args.configurations,
-                                extra=parse_set(args.set))
+                                extra=parse_set(args.set), overlays=args.overlay)
     except (InputError, RunFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -361,11 +361,14 @@ def _folder(text: str) -> str:
 
 
 def expand(exp: Experiment, out: str | Path, *, seeds: Sequence[int] | None = None,
-           configurations: Sequence[str] | None = None, extra: Mapping[str, object] | None = None) -> list[PlannedRun]:
+           configurations: Sequence[str] | None = None, extra: Mapping[str, object] | None = None,
+           overlays: Sequence[str] = ()) -> list[PlannedRun]:
     """The runs of ``exp``: one per (seed, fold, configuration, grid point), in that order.
 
     Each unit is evaluated on ``exp.splits``. ``seeds`` replaces the file's seeds, ``configurations``
-    the file's ``default_configurations``, ``extra`` (``--set``) overrides every run last.
+    the file's ``default_configurations``, ``extra`` (``--set``) overrides every run last, and
+    ``overlays`` (``--overlay``, config files of the bundle such as a real-data overlay
+    ``data_mama_mia.json``) follow every configuration's own config files.
 
     Raises:
         ExperimentFileError: an unknown configuration, or ``extra`` setting ``seed``, ``fold`` or a grid key.
@@ -399,5 +402,5 @@ def expand(exp: Experiment, out: str | Path, *, seeds: Sequence[int] | None = No
                     if fold is not None:
                         overrides["fold"] = fold
                     runs.append(PlannedRun(name, point, seed, fold,
-                                           BundleRun(folder, conf.configs, overrides, exp.splits)))
+                                           BundleRun(folder, (*conf.configs, *overlays), overrides, exp.splits)))
     return runs

@@ -178,11 +178,11 @@ def _markdown(exp: Experiment, rows: pd.DataFrame, summary: pd.DataFrame, group:
 
 def run_experiment(bundle: str | Path, exp: Experiment, out: str | Path, *, seeds: Sequence[int] | None = None,
                    configurations: Sequence[str] | None = None, extra: Mapping[str, object] | None = None,
-                   echo: bool = True) -> ExperimentResult:
+                   overlays: Sequence[str] = (), echo: bool = True) -> ExperimentResult:
     """Run every run of ``exp`` with ``bundle`` in ``out``, select if asked, write the tables and plots.
 
     ``seeds`` replaces the file's seeds, ``configurations`` keeps only those, ``extra`` overrides every
-    run (``--set``).
+    run (``--set``), ``overlays`` are config files of the bundle added to every run (``--overlay``).
 
     Raises:
         ExperimentFileError: see :func:`~fairmonai.experiments.grid.expand`; or no run has a value to select by.
@@ -190,7 +190,12 @@ def run_experiment(bundle: str | Path, exp: Experiment, out: str | Path, *, seed
         RunFailed: a bundle command failed (its log is named).
     """
     bundle, out = Path(bundle), Path(out)
-    runs = expand(exp, out, seeds=seeds, configurations=configurations, extra=extra)
+    for name in overlays:
+        if not (bundle / "configs" / name).is_file():
+            known = sorted(p.name for p in (bundle / "configs").glob("*.json"))
+            raise ExperimentFileError(f"--overlay {name}: {bundle / 'configs'} has no such file; its config files: "
+                                      f"{known}")
+    runs = expand(exp, out, seeds=seeds, configurations=configurations, extra=extra, overlays=overlays)
     rows: list[dict] = []
     for i, run in enumerate(runs, 1):
         if echo:

@@ -177,3 +177,21 @@ def test_plots_pool_the_runs_of_each_configuration(tmp_path, monkeypatch):
     calls.clear()
     run_experiment(tmp_path, exp, tmp_path / "only", configurations=["base"], echo=False)
     assert calls == []  # the method's runs were not asked for
+
+
+def test_overlays_follow_each_configurations_configs_and_must_exist(tmp_path, monkeypatch):
+    """--overlay data_x.json (a real-data overlay) is appended to every run's config files, after the
+    configuration's own; a file the bundle does not have is refused before any run, naming those it has."""
+    fake = FakeUnits(_table_report)
+    monkeypatch.setattr("fairmonai.experiments.runner.run_bundle_unit", fake)
+    (tmp_path / "configs").mkdir()
+    for name in ("train.json", "m.json", "data_x.json"):
+        (tmp_path / "configs" / name).write_text("{}")
+    exp = parse_experiment(TABLE, "t.json")
+    run_experiment(tmp_path, exp, tmp_path / "out", seeds=[0], overlays=["data_x.json"], echo=False)
+    assert [r.configs for r in fake.calls] == [("train.json", "data_x.json"), ("train.json", "m.json", "data_x.json")]
+    with pytest.raises(ExperimentFileError) as err:
+        run_experiment(tmp_path, exp, tmp_path / "out2", overlays=["data_y.json"], echo=False)
+    assert str(err.value) == (f"--overlay data_y.json: {tmp_path / 'configs'} has no such file; its config files: "
+                              "['data_x.json', 'm.json', 'train.json']")
+    assert not (tmp_path / "out2").exists()
