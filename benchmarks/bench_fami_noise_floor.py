@@ -73,7 +73,7 @@ def run(batch: int, batches: int, shifts: list[float], seed: int) -> dict:
             for _ in range(batches):
                 v, u = draw(batch, shift, gen)
                 pen.estimate_sfd(v, sensitive=u)
-                vals.append(pen.last_diagnostic["msq_sfd"])
+                vals.append(float(pen.last_diagnostic["msq_sfd"]))
             dt = (time.perf_counter() - t0) / batches
             a = np.asarray(vals)
             if not np.all(np.isfinite(a)):

@@ -556,5 +556,5 @@ def score_function_difference(
         sfd[idx] = diff
     info["n_fallback"] = float(n_fallback)
     info["n_fallback_groups"] = float(n_fallback_groups)
-    info["msq_sfd"] = float(sfd[included].pow(2).sum(1).mean())
+    info["msq_sfd"] = sfd[included].pow(2).sum(1).mean()  # a 0-d tensor: logging it needs no host sync here
     return sfd, info

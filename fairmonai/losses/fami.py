@@ -140,9 +140,9 @@ class FaMIPenalty(nn.Module):
     logs "FaMI small-group fallback: N rows in M group-batches zeroed this epoch".
 
     :math:`\\mathbb{E}[v^\\top \\lambda]` is zero by Stein's identity and is not the penalty; the
-    diagnostic after each call is :attr:`last_diagnostic`: ``msq_sfd`` (mean over included samples
-    of :math:`\\|\\hat\\lambda_i\\|^2`, the squared size of the MI gradient; it falls towards the
-    estimator's noise floor as :math:`I(u; v)` falls), ``n_used``, ``n_excluded``, ``n_groups``,
+    diagnostic after each call is :attr:`last_diagnostic`: ``msq_sfd`` (a detached 0-d tensor: mean
+    over included samples of :math:`\\|\\hat\\lambda_i\\|^2`, the squared size of the MI gradient; it
+    falls towards the estimator's noise floor as :math:`I(u; v)` falls), and as floats ``n_used``, ``n_excluded``, ``n_groups``,
     ``n_fallback`` and ``n_fallback_groups`` (samples and groups whose SFD the fallback set to 0,
     see *Small groups*). :attr:`last_sfd` holds the ``(B, D)`` SFD of the last call.
 

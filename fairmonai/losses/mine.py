@@ -96,8 +96,9 @@ class MINEPenalty(nn.Module):
     bias correction uses the moving average of its own batches). With ``sync_critic=False`` each
     rank's critic follows its own batches' gradients only.
 
-    Diagnostic after each call, :attr:`last_diagnostic`: ``dv`` (the DV value of this batch),
-    ``ma`` (:math:`\\bar m`), ``n_used``, ``n_excluded``. Fewer than 2 included samples give a zero
+    Diagnostic after each call, :attr:`last_diagnostic`: ``dv`` (the DV value of this batch) and
+    ``ma`` (:math:`\\bar m`) as detached 0-d tensors (logging them needs no host sync), ``n_used``,
+    ``n_excluded`` as floats. Fewer than 2 included samples give a zero
     surrogate and ``dv = 0`` (in a single process the critic is not run and gets no gradient; under
     DDP it gets a zero gradient from that rank).
 
@@ -196,7 +197,9 @@ class MINEPenalty(nn.Module):
             raise ValueError(CODE_TOO_LARGE_MSG.format(codes=bad, n=self.num_groups))
         included = codes >= 0
         n = int(included.sum())
-        diag = {"dv": 0.0, "ma": float(self.log_ma.exp()), "n_used": float(n), "n_excluded": float(v2.shape[0] - n)}
+        # dv and ma stay tensors (no host sync for the diagnostic; FairnessRegularizedLoss logs them as such)
+        diag = {"dv": torch.zeros((), dtype=torch.float64), "ma": self.log_ma.exp().detach(), "n_used": float(n),
+                "n_excluded": float(v2.shape[0] - n)}
         synced = self._synced_critic()
         if n < 2 and synced is None:
             self.last_diagnostic = diag
@@ -221,22 +224,21 @@ class MINEPenalty(nn.Module):
         dv = t_joint.mean() - log_mean_exp
         with torch.no_grad():
             lme = log_mean_exp.detach().to(self.log_ma.dtype)
+            first = torch.isinf(self.log_ma)  # no average yet: it starts at this batch's value (no host sync)
             if self.training:
-                if torch.isinf(self.log_ma):
-                    self.log_ma.copy_(lme)
-                elif self.ma_rate == 1.0:
+                if self.ma_rate == 1.0:
                     self.log_ma.copy_(lme)
                 else:
                     decayed = self.log_ma + math.log1p(-self.ma_rate)
-                    self.log_ma.copy_(torch.logaddexp(decayed, lme + math.log(self.ma_rate)))
-            log_ma = lme if torch.isinf(self.log_ma) else self.log_ma
+                    self.log_ma.copy_(torch.where(first, lme, torch.logaddexp(decayed, lme + math.log(self.ma_rate))))
+            log_ma = torch.where(torch.isinf(self.log_ma), lme, self.log_ma)
         corrected = t_joint.mean() - torch.exp(t_marg - log_ma.to(t_marg.dtype)).mean()
         # the critic maximises: its parameters get d(-corrected)/dphi, and v (through the reversal on
         # the critic's input) d(+corrected)/dv; negation is exact, so these are bit for bit the
         # gradients of a reversal on the parameters
         negated = -corrected
-        diag["dv"] = float(dv.detach())
-        diag["ma"] = float(log_ma.exp())
+        diag["dv"] = dv.detach()
+        diag["ma"] = log_ma.exp()
         self.last_diagnostic = diag
         return dv.detach() + (negated - negated.detach())
 
