@@ -13,6 +13,7 @@ from .manifest import (
     read_manifest_table,
 )
 from .cohort_cache import ensure_cohort
+from .fairbatch import FairBatchSampler
 from .image_check import ImageCheckError, ImageReadError, check_images, find_image_problems
 from .inference import inference_datalist
 from .memory import estimate_cache_bytes, log_cache_estimate
@@ -32,6 +33,7 @@ __all__ = [
     "manifests_root",
     "read_manifest_table",
     "ensure_cohort",
+    "FairBatchSampler",
     "ImageCheckError",
     "ImageReadError",
     "check_images",
