@@ -3,6 +3,7 @@
 from .batchnorm_recalibration import BatchNormRecalibration, recalibrate_batchnorm
 from .case_collector import CaseCollector
 from .epoch_seed import EpochSeed
+from .fairbatch import FairBatchUpdate
 from .final_checkpoint import FinalCheckpointSaver
 from .fairness_metric import GroupFairnessMetric
 from .gradient_clipping import GradientClipping, should_step
@@ -16,6 +17,7 @@ __all__ = [
     "BatchNormRecalibration",
     "CaseCollector",
     "EpochSeed",
+    "FairBatchUpdate",
     "FinalCheckpointSaver",
     "GroupFairnessMetric",
     "GradientClipping",
