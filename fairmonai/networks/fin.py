@@ -95,11 +95,11 @@ def _as_codes(sensitive: torch.Tensor, batch: int) -> torch.Tensor:
     """``sensitive`` as a ``(B,)`` long tensor, or a clear error."""
     codes = torch.as_tensor(sensitive)
     if codes.dtype.is_floating_point or codes.dtype.is_complex or codes.dtype == torch.bool:
-        raise TypeError(f"sensitive must hold integer group codes, got dtype {codes.dtype}")
+        raise TypeError(f"the group codes (sensitive) must be integers, got dtype {codes.dtype}")
     if codes.ndim == 2 and codes.shape[1] == 1:
         codes = codes[:, 0]
     if tuple(codes.shape) != (batch,):
-        raise ValueError(f"sensitive must have shape ({batch},) (one code per case of the batch), "
+        raise ValueError(f"the group codes (sensitive) must have shape ({batch},) (one per case of the batch), "
                          f"got {tuple(codes.shape)}")
     return codes.long()
 

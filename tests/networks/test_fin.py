@@ -242,10 +242,12 @@ def test_ill_inputs():
     fin = FairIdentityNormalization(2, 3)
     with pytest.raises(ValueError, match=r"^f must have shape \(B, 3\), got \(2, 4\)$"):
         fin(torch.zeros(2, 4), torch.tensor([0, 1]))
-    with pytest.raises(ValueError, match=r"^sensitive must have shape \(2,\) \(one code per case of the batch\), "
+    with pytest.raises(ValueError, match=r"^the group codes \(sensitive\) must have shape \(2,\) "
+                                         r"\(one per case of the batch\), "
                                          r"got \(3,\)$"):
         fin(torch.zeros(2, 3), torch.tensor([0, 1, 1]))
-    with pytest.raises(TypeError, match=r"^sensitive must hold integer group codes, got dtype torch.float32$"):
+    with pytest.raises(TypeError, match=r"^the group codes \(sensitive\) must be integers, got dtype "
+                                        r"torch.float32$"):
         fin(torch.zeros(2, 3), torch.tensor([0.0, 1.0]))
     assert fin(torch.zeros(2, 3), torch.tensor([[0], [1]])).shape == (2, 3)  # (B, 1) codes are accepted
 
