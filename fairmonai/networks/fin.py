@@ -20,6 +20,7 @@ Three modules:
 * :class:`FINClassifier`: a MONAI ``DenseNet`` (the 1024-d pooled feature of ``DenseNet121``) or a
   :class:`~fairmonai.networks.ViTClassifier` (the class token after the final LayerNorm) with its
   head removed, then FIN, then ``Linear(F, num_classes, bias=False)``. ``forward(x, sensitive)``.
+* :func:`check_group_codes`: the same check on a datalist, before a run starts (inference).
 * :class:`FINPrepareBatch`: MONAI's :class:`~monai.engines.PrepareBatchExtraInput` that passes the
   batch's group codes to the network as ``sensitive=`` and, before anything runs, names the cases
   whose code is missing or excluded (``-1``).
@@ -58,6 +59,7 @@ __all__ = [
     "FairIdentityNormalization",
     "FINClassifier",
     "FINPrepareBatch",
+    "check_group_codes",
     "MISSING_SENSITIVE_MSG",
     "BAD_GROUP_CODE_MSG",
     "MISSING_GROUP_KEY_MSG",
@@ -331,3 +333,38 @@ class FINPrepareBatch(PrepareBatchExtraInput):
             raise ValueError(EXCLUDED_GROUP_CASES_MSG.format(key=self.sensitive_key, codes=codes[pos].tolist(),
                                                              last=last, cases=self._cases(batchdata, pos)))
         return super().__call__(batchdata, device, non_blocking, **kwargs)
+
+
+def check_group_codes(records: Sequence[Mapping], sensitive_key: str, num_groups: int | None = None,
+                      id_key: str = "case_id") -> None:
+    """Before a FIN run (inference above all): every record has a group code in ``[0, num_groups)``.
+
+    :class:`FINPrepareBatch` finds the same problems batch by batch; this finds them all before the
+    first case is scored. Bundle config (``initialize`` of inference.json with the FIN overlay)::
+
+        "$fairmonai.networks.fin.check_group_codes(@datalist, @sensitive_code_key, len(@group_names))"
+
+    Args:
+        records: the datalist (dicts), e.g. from :func:`fairmonai.data.inference.inference_datalist`.
+        sensitive_key: the code key, e.g. ``"race_code"``.
+        num_groups: when given, codes must be below it.
+        id_key: key of the case id named in the message (default ``"case_id"``; the record's index
+            when absent).
+
+    Raises:
+        KeyError: records without ``sensitive_key`` (:data:`MISSING_GROUP_KEY_MSG`, first keys seen).
+        ValueError: records whose code is ``-1`` (excluded) or out of range (:data:`EXCLUDED_GROUP_CASES_MSG`).
+    """
+    def case(i: int, r: Mapping):
+        return r.get(id_key, f"#{i}")
+
+    missing = [case(i, r) for i, r in enumerate(records) if sensitive_key not in r]
+    if missing:
+        first = next(r for r in records if sensitive_key not in r)
+        raise KeyError(MISSING_GROUP_KEY_MSG.format(key=sensitive_key, cases=missing, keys=sorted(first)))
+    bad = [(case(i, r), int(r[sensitive_key])) for i, r in enumerate(records)
+           if int(r[sensitive_key]) < 0 or (num_groups is not None and int(r[sensitive_key]) >= num_groups)]
+    if bad:
+        last = "" if num_groups is None else int(num_groups) - 1
+        raise ValueError(EXCLUDED_GROUP_CASES_MSG.format(key=sensitive_key, codes=[c for _, c in bad], last=last,
+                                                         cases=[i for i, _ in bad]))

@@ -14,6 +14,7 @@ from monai.networks.nets import DenseNet, DenseNet121, ViT
 from fairmonai.networks import FairIdentityNormalization, FINClassifier, FINPrepareBatch, ViTClassifier
 from fairmonai.networks.fin import (
     BAD_GROUP_CODE_MSG,
+    check_group_codes,
     EXCLUDED_GROUP_CASES_MSG,
     MISSING_GROUP_KEY_MSG,
     MISSING_SENSITIVE_MSG,
@@ -265,3 +266,17 @@ def test_ill_options():
                classification=True)
     with pytest.raises(TypeError, match=r"got ViT \(wrap a MONAI ViT as fairmonai.networks.ViTClassifier\)$"):
         FINClassifier(bare, num_groups=3)
+
+
+def test_check_group_codes_names_every_bad_case_before_a_run():
+    records = [{"case_id": "a", "race_code": 0}, {"case_id": "b", "race_code": -1}, {"case_id": "c", "race_code": 3},
+               {"case_id": "d", "race_code": 2}]
+    check_group_codes(records[:1] + records[3:], "race_code", 3)
+    with pytest.raises(ValueError) as err:
+        check_group_codes(records, "race_code", 3)
+    assert str(err.value) == EXCLUDED_GROUP_CASES_MSG.format(key="race_code", codes=[-1, 3], last=2, cases=["b", "c"])
+    folder = [{"case_id": "x", "image": "x.nii.gz"}, {"case_id": "y", "image": "y.nii.gz"}]  # no manifest
+    with pytest.raises(KeyError) as err:
+        check_group_codes(folder, "race_code", 3)
+    assert err.value.args[0] == MISSING_GROUP_KEY_MSG.format(key="race_code", cases=["x", "y"],
+                                                             keys=["case_id", "image"])
