@@ -14,7 +14,7 @@ with :math:`\\mu, s \\in \\mathbb{R}^{G \\times F}` learned by back-propagation 
 :math:`\\epsilon = 10^{-6}` and :math:`m = 0.7` (the reference's ``momentum = 0.3`` weights the raw
 feature). A bias-free linear layer maps the result to the logits.
 
-Three modules:
+Four parts:
 
 * :class:`FairIdentityNormalization`: the layer, ``(B, F)`` features and ``(B,)`` group codes.
 * :class:`FINClassifier`: a MONAI ``DenseNet`` (the 1024-d pooled feature of ``DenseNet121``) or a
