@@ -19,16 +19,19 @@ epoch metrics are echoed.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
 
-__all__ = ["BundleNotFound", "BundleRun", "RunFailed", "check_bundle", "run_bundle_unit", "bundle_command"]
+__all__ = ["BundleNotFound", "BundleRun", "RunFailed", "check_bundle", "run_bundle_unit", "bundle_command", "is_finished",
+           "recorded_seconds"]
 
 #: Log lines echoed while a unit runs.
 ECHO = ("Metrics --", "SubgroupReweighting: epoch", "written to", "Restored all variables")
@@ -57,7 +60,14 @@ def check_bundle(bundle: str | Path, *, option: str = "--bundle") -> Path:
 
 
 class RunFailed(RuntimeError):
-    """A bundle command of a unit exited with an error; the message names its log file."""
+    """A bundle command of a unit exited with an error; the message names its log file, ``log`` holds it."""
+
+    def __init__(self, message: str, log: str | Path | None = None):
+        super().__init__(message)
+        self.log = log
+
+    def __reduce__(self):  # keeps ``log`` through pickling (process pools, Ray)
+        return (RunFailed, (self.args[0], self.log))
 
 
 @dataclass(frozen=True)
@@ -103,19 +113,20 @@ def bundle_command(bundle: Path, configs: Sequence[str], root: Path, overrides: 
     return cmd
 
 
-def _run(cmd: list[str], cwd: Path, log: Path, echo: bool) -> None:
+def _run(cmd: list[str], cwd: Path, log: Path, echo: bool, env: Mapping[str, str] | None = None) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as f:
         f.write("$ " + shlex.join(cmd) + "\n")
         f.flush()
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, **env} if env else None)
         assert proc.stdout is not None
         for line in proc.stdout:
             f.write(line)
             if echo and any(s in line for s in ECHO):
                 print("    " + line.split(" - INFO - ")[-1].rstrip(), flush=True)
         if proc.wait() != 0:
-            raise RunFailed(f"command failed (exit {proc.returncode}); see {log}")
+            raise RunFailed(f"command failed (exit {proc.returncode}); see {log}", log=log)
 
 
 def _state(path: Path) -> dict:
@@ -128,8 +139,36 @@ def _save_state(path: Path, state: dict) -> None:
     tmp.replace(path)
 
 
-def run_bundle_unit(bundle: str | Path, out_dir: str | Path, run: BundleRun, *, echo: bool = True) -> dict[str, dict]:
+def is_finished(out_dir: str | Path, run: BundleRun) -> bool:
+    """Whether ``out_dir/<run.name>`` holds this unit (same spec) trained and evaluated on all its splits,
+    so that :func:`run_bundle_unit` would only read it."""
+    root = Path(out_dir) / run.name
+    state = _state(root / "unit.json")
+    return (state.get("spec") == run.spec() and bool(state.get("trained"))
+            and all((root / "eval" / f"report_{s}" / "report.json").is_file() for s in run.eval_splits))
+
+
+def recorded_seconds(out_dir: str | Path) -> list[float]:
+    """The wall seconds that finished units in ``out_dir`` recorded (``seconds`` of their ``unit.json``:
+    training, summed over resumes, plus each evaluation), one total per trained unit."""
+    totals = []
+    for f in sorted(Path(out_dir).glob("*/unit.json")):
+        try:
+            state = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if state.get("trained") and "train" in state.get("seconds", {}):
+            totals.append(float(sum(state["seconds"].values())))
+    return totals
+
+
+def run_bundle_unit(bundle: str | Path, out_dir: str | Path, run: BundleRun, *, echo: bool = True,
+                    env: Mapping[str, str] | None = None) -> dict[str, dict]:
     """Train ``run`` (unless done), evaluate it on ``run.eval_splits`` (unless done); return the reports.
+
+    ``env`` adds environment variables to the bundle commands (e.g. ``CUDA_VISIBLE_DEVICES``). The
+    wall seconds of each command are recorded in ``unit.json`` (``seconds``: ``train``, summed over
+    resumes, and ``evaluate_<split>``), which the runner's time estimate reads.
 
     Returns:
         ``{split: report}``, the ``report.json`` that ``evaluate.json`` wrote to
@@ -157,7 +196,13 @@ def run_bundle_unit(bundle: str | Path, out_dir: str | Path, run: BundleRun, *, 
         resume = any((root / "models").glob("checkpoint_*.pt"))
         print(f"  {run.name}: {'resuming' if resume else 'training'}", flush=True)
         overrides = dict(run.overrides, **({"resume": True} if resume else {}))
-        _run(bundle_command(bundle, run.configs, root, overrides), root, root / "logs" / "train.log", echo)
+        t0 = time.perf_counter()
+        try:
+            _run(bundle_command(bundle, run.configs, root, overrides), root, root / "logs" / "train.log", echo, env)
+        finally:  # an interrupted training's time counts too: the resumed one only adds the rest
+            seconds = state.setdefault("seconds", {})
+            seconds["train"] = seconds.get("train", 0.0) + time.perf_counter() - t0
+            _save_state(state_file, state)
         state["trained"] = True
         _save_state(state_file, state)
     reports = {}
@@ -165,8 +210,11 @@ def run_bundle_unit(bundle: str | Path, out_dir: str | Path, run: BundleRun, *, 
         report = root / "eval" / f"report_{split}" / "report.json"
         if not report.is_file():
             print(f"  {run.name}: evaluating on {split}", flush=True)
+            t0 = time.perf_counter()
             _run(bundle_command(bundle, [*run.configs, "evaluate.json"], root, dict(run.overrides, eval_split=split)),
-                 root, root / "logs" / f"evaluate_{split}.log", echo)
+                 root, root / "logs" / f"evaluate_{split}.log", echo, env)
+            state.setdefault("seconds", {})[f"evaluate_{split}"] = time.perf_counter() - t0
+            _save_state(state_file, state)
         rep = json.loads(report.read_text())
         per_case = root / "eval" / f"scores_{split}.csv"  # segmentation bundles' per-case scores
         rep["scores_file"] = str(per_case) if per_case.is_file() else None

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from fairmonai.experiments.runs import BundleRun, RunFailed, bundle_command, run_bundle_unit
+from fairmonai.experiments.runs import (BundleRun, RunFailed, bundle_command, is_finished, recorded_seconds,
+                                       run_bundle_unit)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -74,8 +75,12 @@ def test_unit_trains_once_evaluates_once_and_refuses_other_spec(bundle, tmp_path
     assert reports["test"] == {**REPORT, "scores_file": str((unit / "eval" / "scores_test.csv").resolve())}
     assert (unit / "models" / "model.pt").is_file()
     state = json.loads((unit / "unit.json").read_text())
+    seconds = state.pop("seconds")  # each command's wall time, which the runner's estimate reads
     assert state == {"spec": {"configs": ["train.json"], "overrides": {"seed": "1"}}, "trained": True,
                      "evaluated": ["test"]}
+    assert set(seconds) == {"train", "evaluate_test"} and all(v > 0 for v in seconds.values())
+    assert recorded_seconds(out) == [pytest.approx(sum(seconds.values()))]
+    assert is_finished(out, run) and not is_finished(out, BundleRun("unit", ("train.json",), {"seed": 1}, ("val",)))
     log = (unit / "logs" / "train.log").read_text()
     assert log.startswith("$ ") and "monai.bundle run" in log.splitlines()[0]
     assert (unit / "logs" / "evaluate_test.log").is_file()
@@ -136,7 +141,7 @@ def test_failing_command_raises_run_failed_naming_its_log(bundle, tmp_path):
 def test_interrupted_unit_folder_refuses_other_spec(tmp_path, monkeypatch):
     calls = []
 
-    def killed(cmd, cwd, log, echo):  # training killed after writing its first checkpoint
+    def killed(cmd, cwd, log, echo, env=None):  # training killed after writing its first checkpoint
         calls.append(cmd)
         (cwd / "models").mkdir(exist_ok=True)
         (cwd / "models" / "checkpoint_epoch=1.pt").write_text("state")
