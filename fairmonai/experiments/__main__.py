@@ -11,9 +11,13 @@ The bundle's folder is the first argument (a relative path is taken from the cur
 experiment is ``<bundle>/experiments/<name>.json`` (format: :mod:`fairmonai.experiments.grid`).
 ``--set KEY=VALUE`` overrides a bundle value in every run (VALUE read as JSON, else as text);
 ``--seeds`` replaces the file's seeds; ``--configurations`` runs only some of its configurations.
+``--executor local|ray`` and ``--workers N`` choose where runs go and how many at once (they replace
+the file's ``executor``; default local, 1; :mod:`fairmonai.experiments.executors`).
 A second call with the same output folder only reads the finished runs and resumes an interrupted one.
-At the end the summary table is printed; the files written are listed under
-:mod:`fairmonai.experiments.runner`. Exit status 2 on an error in the input or a failed bundle command.
+The estimated grid time is printed first, then a progress line per change. At the end the summary
+table is printed; the files written are listed under :mod:`fairmonai.experiments.runner`.
+Exit status 1 when runs failed twice (they are named with their logs; the table holds the others),
+2 on an error in the input.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import InputError
+from .executors import EXECUTORS
 from .grid import list_experiments, load_experiment
 from .runner import run_experiment
 from .runs import RunFailed, check_bundle
@@ -66,6 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--configurations", nargs="+", default=None, help="run only these configurations")
     run.add_argument("--overlay", nargs="+", action="extend", default=[], metavar="FILE",
                      help="config files of the bundle added to every run, e.g. data_mama_mia.json for the real data")
+    run.add_argument("--executor", choices=EXECUTORS, default=None,
+                     help="where runs go: local processes or Ray tasks (default: the file's, else local)")
+    run.add_argument("--workers", type=int, default=None,
+                     help="runs at once (local: one GPU each when there are GPUs; default: the file's, else 1)")
     args = parser.parse_args(argv)
     try:
         bundle = check_bundle(args.bundle, option="the bundle argument")
@@ -75,12 +84,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         exp = load_experiment(bundle, args.name)
         result = run_experiment(bundle, exp, args.out, seeds=args.seeds, configurations=args.configurations,
-                                extra=parse_set(args.set), overlays=args.overlay)
+                                extra=parse_set(args.set), overlays=args.overlay, executor=args.executor,
+                                workers=args.workers)
     except (InputError, RunFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print("\n" + result.markdown.split("\nPer run:")[0].rstrip())
     print(f"\ntables: {Path(args.out) / (exp.name + '.md')}, {Path(args.out) / (exp.name + '.csv')}")
+    if result.failed:
+        print(f"error: {len(result.failed)} run(s) failed twice, their columns are empty: "
+              + "; ".join(f"{name} (log: {log})" for name, log in result.failed.items()), file=sys.stderr)
+        return 1
     return 0
 
 

@@ -22,7 +22,11 @@ format (keys not listed here are errors)::
       "columns": {"<column>": <source>},                                          (required)
       "transpose": false,              print the summary with one column per configuration
       "plots": [{"kind": "dice_heatmap_comparison", "file": "eval/scores_test.csv",
-                 "base": "<configuration>", "method": "<configuration>", "out": "heatmaps/unet"}]
+                 "base": "<configuration>", "method": "<configuration>", "out": "heatmaps/unet"}],
+      "executor": {"kind": "local", "workers": 2,   where runs go (--executor, --workers win)   (default local, 1)
+                   "cpus_per_run": 1, "gpus_per_run": 1},   Ray's resources per run (default 1 CPU; 1 GPU if any)
+      "seconds_per_run": 600           estimated wall time of one run, printed as the grid's estimate
+                                       until runs in the output folder recorded their own   (optional)
     }
 
 **Overrides** are the bundle's ``--key value`` arguments; a later source wins: ``overrides``, then the
@@ -85,7 +89,8 @@ __all__ = [
 ]
 
 TOP_KEYS = ("description", "configurations", "default_configurations", "seeds", "folds", "grid", "overrides", "splits", "select", "columns",
-            "transpose", "plots")
+            "transpose", "plots", "executor", "seconds_per_run")
+EXECUTOR_KEYS = ("kind", "workers", "cpus_per_run", "gpus_per_run")
 REQUIRED_KEYS = ("description", "configurations", "seeds", "columns")
 CONFIGURATION_KEYS = ("configs", "overrides")
 SELECT_KEYS = ("column", "split", "goal", "then")
@@ -142,6 +147,8 @@ class Experiment:
     columns: dict[str, dict]
     transpose: bool
     plots: tuple[dict, ...]
+    executor: Mapping[str, object] = field(default_factory=dict)
+    seconds_per_run: float | None = None
 
 
 @dataclass(frozen=True)
@@ -298,8 +305,19 @@ def parse_experiment(data: object, path: str | Path, *, bundle: str | Path | Non
             if p[k] not in configurations:
                 raise _fail(path, f"{where}.{k}", f"'{p[k]}' is not one of the configurations {list(configurations)}")
         plots.append(dict(p))
+    executor = dict(_keys(path, "executor", d.get("executor", {}), EXECUTOR_KEYS))
+    if "kind" in executor and executor["kind"] not in ("local", "ray"):
+        raise _fail(path, "executor.kind", f"unknown executor {executor['kind']!r}; expected one of ['local', 'ray']")
+    if "workers" in executor and (isinstance(executor["workers"], bool) or not isinstance(executor["workers"], int)
+                                  or executor["workers"] < 1):
+        raise _fail(path, "executor.workers", f"expected an integer of at least 1, got {executor['workers']!r}")
+    for k, low in (("cpus_per_run", "above 0"), ("gpus_per_run", "of at least 0"), ("seconds_per_run", "above 0")):
+        v = (d if k == "seconds_per_run" else executor).get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0
+                              or (v == 0 and low == "above 0")):
+            raise _fail(path, k if k == "seconds_per_run" else f"executor.{k}", f"expected a number {low}, got {v!r}")
     return Experiment(path.stem, path, d["description"], configurations, defaults, seeds, folds, grid, overrides, splits,
-                      select, columns, transpose, tuple(plots))
+                      select, columns, transpose, tuple(plots), executor, d.get("seconds_per_run"))
 
 
 def experiment_file(bundle: str | Path, name: str) -> Path:

@@ -12,7 +12,14 @@ in the output folder:
 * ``<name>_summary.csv``: per (configuration, grid point, split), each column's mean, sample sd and
   count of values over seeds (and folds); ``<name>.md``: the same as a table (``mean +- sd``, or the
   value alone where there is one) and the per-run table; ``<name>_choice.json`` with a selection;
+* ``<name>_timing.json``: executor, workers, wall seconds of the grid and of each unit (per
+  attempt), and the runner's own seconds (its time not spent waiting on units) and CPU seconds;
 * the plots the file declares.
+
+Units run on an executor (:mod:`fairmonai.experiments.executors`): ``local`` (N at once, one GPU
+each) or ``ray``; units found finished are not submitted; a failed unit is retried once, then its
+columns stay empty and it is listed (``failed``) while the others go on. The rows follow the grid's
+order, never the order units finished in.
 """
 
 from __future__ import annotations
@@ -20,27 +27,32 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from .columns import column_value
 from .grid import Experiment, ExperimentFileError, PlannedRun, expand
-from .runs import BundleRun, run_bundle_unit
+from .executors import Outcome, make_executor, run_units
+from .runs import BundleRun, is_finished, recorded_seconds, run_bundle_unit
 
 __all__ = ["ExperimentResult", "run_experiment", "summarise", "markdown_table"]
 
 
 @dataclass(frozen=True)
 class ExperimentResult:
-    """What :func:`run_experiment` wrote: the per-run rows, the summary, the Markdown text, the choices."""
+    """What :func:`run_experiment` wrote: the per-run rows, the summary, the Markdown text, the choices,
+    the failed runs (name: log) and the timing."""
 
     rows: pd.DataFrame
     summary: pd.DataFrame
     markdown: str
     choices: list[dict]
+    failed: dict[str, str | None] = field(default_factory=dict)
+    timing: dict = field(default_factory=dict)
 
 
 def _number(v: object) -> float | None:
@@ -85,7 +97,7 @@ def _mean_sd(rec: Mapping, c: str) -> str:
     return f"{rec[f'{c}_mean']:.3f} +- {rec[f'{c}_sd']:.3f}"
 
 
-def _row(exp: Experiment, run: PlannedRun, out: Path, split: str) -> dict:
+def _row(exp: Experiment, run: PlannedRun, out: Path, split: str, failed: bool = False) -> dict:
     run_dir = (out / run.unit.name).resolve()
     row: dict = {"configuration": run.configuration, **run.point, "seed": run.seed}
     if exp.folds is not None:
@@ -94,34 +106,46 @@ def _row(exp: Experiment, run: PlannedRun, out: Path, split: str) -> dict:
     if exp.select is not None:
         row["selected"] = False
     for name, source in exp.columns.items():
-        row[name] = column_value(run_dir, split, source)
+        row[name] = None if failed else column_value(run_dir, split, source)
     row["run_dir"] = str(run_dir)
     return row
 
 
-def _select(exp: Experiment, runs: list[PlannedRun], rows: list[dict], bundle: Path, out: Path,
-            echo: bool) -> list[dict]:
-    """Choose per (configuration, seed, fold) the best grid point on the selection split; score it on
-    the ``then`` splits (adds those rows to ``rows``); return the choices."""
+def _select(exp: Experiment, runs: list[PlannedRun], rows: list[dict], failed: Mapping[str, object]
+            ) -> list[tuple[tuple, PlannedRun, dict]]:
+    """Choose per (configuration, seed, fold) the best grid point on the selection split (marks its row
+    ``selected``); ``[(cell, run, row)]``. A cell whose runs have no value because some failed has no choice."""
     sel = exp.select
     assert sel is not None
     by_cell: dict[tuple, list[tuple[PlannedRun, dict]]] = {}
     for run, row in zip(runs, (r for r in rows if r["split"] == sel.split)):
         by_cell.setdefault((run.configuration, run.seed, run.fold), []).append((run, row))
-    choices = []
+    chosen = []
     for (conf, seed, fold), cands in by_cell.items():
         scored = [(run, row) for run, row in cands if _number(row[sel.column]) is not None]
         if not scored:
+            if any(run.unit.name in failed for run, _ in cands):
+                print(f"select: no choice for '{conf}' seed {seed}: its runs with a value failed")
+                continue
             raise ExperimentFileError(f"{exp.path}: select: no run of '{conf}' seed {seed} has a value of "
                                       f"'{sel.column}' on '{sel.split}' to choose by")
         pick = max if sel.goal == "max" else min
         best = pick(_number(r[sel.column]) for _, r in scored)
         run, row = next((run, row) for run, row in scored if _number(row[sel.column]) == best)  # first in grid order
         row["selected"] = True
-        unit = run.unit
-        reports_unit = BundleRun(unit.name, unit.configs, unit.overrides, (*unit.eval_splits, *sel.then))
-        run_bundle_unit(bundle, out, reports_unit, echo=echo)
-        then_rows = [{**_row(exp, run, out, split), "selected": True} for split in sel.then]
+        chosen.append(((conf, seed, fold), run, row))
+    return chosen
+
+
+def _choices(exp: Experiment, chosen: list[tuple[tuple, PlannedRun, dict]], rows: list[dict], out: Path,
+             failed: Mapping[str, object]) -> list[dict]:
+    """Add the chosen runs' rows on the ``then`` splits to ``rows`` (empty columns where that run
+    failed); the choices."""
+    sel = exp.select
+    assert sel is not None
+    choices = []
+    for (conf, seed, fold), run, row in chosen:
+        then_rows = [{**_row(exp, run, out, split, run.unit.name in failed), "selected": True} for split in sel.then]
         rows.extend(then_rows)
         choice = {"configuration": conf, "seed": seed, **({"fold": fold} if fold is not None else {}),
                   "chosen": dict(run.point), "selected_on": f"{sel.goal} {sel.column} on the {sel.split} split",
@@ -139,9 +163,10 @@ def _plotter(kind: str):
     return dice_heatmap_comparison
 
 
-def _plots(exp: Experiment, runs: list[PlannedRun], out: Path) -> None:
+def _plots(exp: Experiment, runs: list[PlannedRun], out: Path, failed: Mapping[str, object]) -> None:
     for p in exp.plots:
-        files = {k: [(out / r.unit.name).resolve() / p["file"] for r in runs if r.configuration == p[k]]
+        files = {k: [(out / r.unit.name).resolve() / p["file"] for r in runs
+                     if r.configuration == p[k] and r.unit.name not in failed]
                  for k in ("base", "method")}
         if not files["base"] or not files["method"]:
             print(f"plot {p['out']}: skipped ({p['base']} or {p['method']} not run)")
@@ -150,13 +175,16 @@ def _plots(exp: Experiment, runs: list[PlannedRun], out: Path) -> None:
 
 
 def _markdown(exp: Experiment, rows: pd.DataFrame, summary: pd.DataFrame, group: list[str],
-              choices: list[dict], seeds: Sequence[int]) -> str:
+              choices: list[dict], seeds: Sequence[int], failed: Mapping[str, object] = {}) -> str:
     cols = list(exp.columns)
     title = exp.description.strip().splitlines()[0].split(". ")[0].rstrip(".") + "."  # the first sentence
     pooled = "seeds" + (" and folds" if exp.folds else "")
     md = [f"# {exp.name}: {title}", "",
           f"{rows['run_dir'].nunique()} run(s), seeds {list(seeds)}" + (f", folds {list(exp.folds)}" if exp.folds else "")
           + f"; mean +- sd over {pooled} where there are several.", ""]
+    if failed:
+        md[-1:-1] = [f"Failed ({len(failed)}, their columns empty): "
+                     + "; ".join(f"{name} (log: {log})" for name, log in failed.items()), ""]
     if exp.transpose:
         keys = [g for g in group if g != "split" or summary["split"].nunique() > 1]
         labels = [" ".join(_cell(rec[k], 4) if not isinstance(rec[k], str) else rec[k] for k in keys)
@@ -176,19 +204,37 @@ def _markdown(exp: Experiment, rows: pd.DataFrame, summary: pd.DataFrame, group:
     return "\n".join(md) + "\n"
 
 
+def _estimate(exp: Experiment, out: Path) -> tuple[float | None, str]:
+    """Seconds one run takes, and where that comes from: the runs of ``out`` that recorded their time,
+    else the file's ``seconds_per_run``, else unknown."""
+    recorded = recorded_seconds(out)
+    if recorded:
+        return statistics.mean(recorded), f"{statistics.mean(recorded):.0f} s a run: mean of {len(recorded)} run(s) recorded in {out}"
+    if exp.seconds_per_run is not None:
+        return float(exp.seconds_per_run), f"{exp.seconds_per_run:g} s a run: the experiment file's seconds_per_run"
+    return None, "no run in the output folder recorded its time and the file gives no seconds_per_run"
+
+
 def run_experiment(bundle: str | Path, exp: Experiment, out: str | Path, *, seeds: Sequence[int] | None = None,
                    configurations: Sequence[str] | None = None, extra: Mapping[str, object] | None = None,
-                   overlays: Sequence[str] = (), echo: bool = True) -> ExperimentResult:
+                   overlays: Sequence[str] = (), echo: bool = True, executor: str | None = None,
+                   workers: int | None = None) -> ExperimentResult:
     """Run every run of ``exp`` with ``bundle`` in ``out``, select if asked, write the tables and plots.
 
     ``seeds`` replaces the file's seeds, ``configurations`` keeps only those, ``extra`` overrides every
     run (``--set``), ``overlays`` are config files of the bundle added to every run (``--overlay``).
+    ``executor`` (``local`` or ``ray``) and ``workers`` replace the file's ``executor`` settings
+    (default: local, 1 worker); see :mod:`fairmonai.experiments.executors`. With ``echo`` the estimate
+    and a progress line per change are printed. A run whose bundle command fails twice is listed in
+    ``failed`` (with its log), its columns are empty and the others go on. ``<name>_timing.json``
+    records each unit's wall seconds and the runner's own (``runner_s``: its time not spent waiting on units).
 
     Raises:
         ExperimentFileError: see :func:`~fairmonai.experiments.grid.expand`; or no run has a value to select by.
         ColumnError: a run lacks a column's file or key.
-        RunFailed: a bundle command failed (its log is named).
+        ExecutorError: an unknown executor, ``workers`` below 1, or Ray not installed.
     """
+    t0, cpu0 = time.perf_counter(), time.process_time()
     bundle, out = Path(bundle), Path(out)
     for name in overlays:
         if not (bundle / "configs" / name).is_file():
@@ -196,23 +242,56 @@ def run_experiment(bundle: str | Path, exp: Experiment, out: str | Path, *, seed
             raise ExperimentFileError(f"--overlay {name}: {bundle / 'configs'} has no such file; its config files: "
                                       f"{known}")
     runs = expand(exp, out, seeds=seeds, configurations=configurations, extra=extra, overlays=overlays)
-    rows: list[dict] = []
-    for i, run in enumerate(runs, 1):
-        if echo:
-            print(f"[{i}/{len(runs)}] {run.unit.name}", flush=True)
-        run_bundle_unit(bundle, out, run.unit, echo=echo)
-        rows.extend(_row(exp, run, out, split) for split in exp.splits)
-    choices = _select(exp, runs, rows, bundle, out, echo) if exp.select else []
+    kind = executor or str(exp.executor.get("kind", "local"))
+    n = workers if workers is not None else int(exp.executor.get("workers", 1))  # type: ignore[call-overload]
+    pool = make_executor(kind, n, cpus_per_run=exp.executor.get("cpus_per_run", 1),  # type: ignore[arg-type]
+                         gpus_per_run=exp.executor.get("gpus_per_run"))  # type: ignore[arg-type]
+    per_run, source = _estimate(exp, out)
+    say = print if echo else (lambda _: None)
+    outcomes: list[Outcome] = []
+    waited = 0.0
+
+    def execute(units: list[BundleRun]) -> None:
+        nonlocal waited
+        done, w = run_units(pool, run_bundle_unit, bundle, out, units,
+                            finished=[is_finished(out, u) for u in units], per_run=per_run, source=source,
+                            echo=echo, say=say)
+        outcomes.extend(done)
+        waited += w
+
+    try:
+        execute([r.unit for r in runs])
+        failed = {o.name: o.log for o in outcomes if o.status == "failed"}
+        rows: list[dict] = [_row(exp, run, out, split, run.unit.name in failed) for run in runs for split in exp.splits]
+        choices = []
+        if exp.select:
+            chosen = _select(exp, runs, rows, failed)
+            then = [BundleRun(u.name, u.configs, u.overrides, (*u.eval_splits, *exp.select.then))
+                    for u in (run.unit for _, run, _ in chosen)]
+            if then:
+                say(f"selection: the {len(then)} chosen run(s) scored on {list(exp.select.then)}")
+                execute(then)
+            failed = {o.name: o.log for o in outcomes if o.status == "failed"}
+            choices = _choices(exp, chosen, rows, out, failed)
+    finally:
+        pool.close()
     frame = pd.DataFrame(rows)
     group = ["configuration", *exp.grid, "split"]
     summary = summarise(frame, group, list(exp.columns))
     used_seeds = list(exp.seeds if seeds is None else seeds)
-    md = _markdown(exp, frame, summary, group, choices, used_seeds)
+    md = _markdown(exp, frame, summary, group, choices, used_seeds, failed)
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / f"{exp.name}.csv", index=False, lineterminator="\n")
     summary.to_csv(out / f"{exp.name}_summary.csv", index=False, lineterminator="\n")
     (out / f"{exp.name}.md").write_text(md)
     if exp.select:
         (out / f"{exp.name}_choice.json").write_text(json.dumps(choices, indent=2))
-    _plots(exp, runs, out)
-    return ExperimentResult(frame, summary, md, choices)
+    _plots(exp, runs, out, failed)
+    wall = time.perf_counter() - t0
+    timing = {"executor": pool.kind, "workers": pool.workers, "wall_s": wall, "runner_s": wall - waited,
+              "runner_fraction": (wall - waited) / wall if wall > 0 else 0.0,
+              "runner_cpu_s": time.process_time() - cpu0,
+              "units": [{"name": o.name, "status": o.status, "attempts": o.attempts, "wall_s": o.seconds,
+                         "attempt_s": o.attempt_seconds, "device": o.device, "log": o.log} for o in outcomes]}
+    (out / f"{exp.name}_timing.json").write_text(json.dumps(timing, indent=2))
+    return ExperimentResult(frame, summary, md, choices, failed, timing)

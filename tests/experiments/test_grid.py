@@ -41,7 +41,7 @@ def _with(**changes) -> dict:
 BAD = [
     (_with(seed=[0]), "unknown key 'seed'; expected one of ['description', 'configurations', "
                       "'default_configurations', 'seeds', 'folds', 'grid', 'overrides', 'splits', 'select', "
-                      "'columns', 'transpose', 'plots']"),
+                      "'columns', 'transpose', 'plots', 'executor', 'seconds_per_run']"),
     (_with(seeds=None), "missing key 'seeds'"),
     (_with(description=" "), "description: expected a non-empty text"),
     (_with(configurations={}), "configurations: expected an object with at least one configuration"),
@@ -90,6 +90,13 @@ BAD = [
      "plots[0].kind: unknown plot kind 'bars'; expected one of ['dice_heatmap_comparison']"),
     (_with(plots=[{"kind": "dice_heatmap_comparison", "file": "s.csv", "base": "base", "method": "fairmedseg",
                    "out": "p"}]), "plots[0].method: 'fairmedseg' is not one of the configurations ['base', 'fms']"),
+    (_with(executor={"kind": "slurm"}), "executor.kind: unknown executor 'slurm'; expected one of ['local', 'ray']"),
+    (_with(executor={"workers": 0}), "executor.workers: expected an integer of at least 1, got 0"),
+    (_with(executor={"gpus": 1}),
+     "executor: unknown key 'gpus'; expected one of ['kind', 'workers', 'cpus_per_run', 'gpus_per_run']"),
+    (_with(executor={"gpus_per_run": -1}), "executor.gpus_per_run: expected a number of at least 0, got -1"),
+    (_with(executor={"cpus_per_run": 0}), "executor.cpus_per_run: expected a number above 0, got 0"),
+    (_with(seconds_per_run="10 min"), "seconds_per_run: expected a number above 0, got '10 min'"),
 ]
 
 

@@ -28,7 +28,7 @@ class FakeUnits:
         self.report = report
         self.calls: list[BundleRun] = []
 
-    def __call__(self, bundle, out_dir, run, *, echo=True):
+    def __call__(self, bundle, out_dir, run, *, echo=True, env=None):
         self.calls.append(run)
         for split in run.eval_splits:
             f = Path(out_dir) / run.name / "eval" / f"report_{split}" / "report.json"
