@@ -1,6 +1,15 @@
 """Networks used by the fairmonai bundles (thin wrappers around MONAI's)."""
 
+from .fairvit import FairViTLite, FairViTLoss, FairViTOutput
 from .fin import FairIdentityNormalization, FINClassifier, FINPrepareBatch
 from .vit_classifier import ViTClassifier
 
-__all__ = ["FairIdentityNormalization", "FINClassifier", "FINPrepareBatch", "ViTClassifier"]
+__all__ = [
+    "FairIdentityNormalization",
+    "FairViTLite",
+    "FairViTLoss",
+    "FairViTOutput",
+    "FINClassifier",
+    "FINPrepareBatch",
+    "ViTClassifier",
+]
