@@ -4,7 +4,8 @@ An experiment is a file ``<bundle>/experiments/<name>.json`` (format: :mod:`fair
 configurations, seeds, folds, a grid, a selection step, the columns to tabulate and the plots. One
 generic runner (:mod:`fairmonai.experiments.runner`, ``python -m fairmonai.experiments run <bundle>
 <name> --out DIR``) runs each bundle run as a resumable unit (:mod:`fairmonai.experiments.runs`) on an executor
-(:mod:`fairmonai.experiments.executors`: local processes or Ray tasks) and reads the columns from its output files (:mod:`fairmonai.experiments.columns`).
+(:mod:`fairmonai.experiments.executors`: local processes or Ray tasks) and reads the columns from
+its output files (:mod:`fairmonai.experiments.columns`).
 """
 
 from .columns import ColumnError, column_value, csv_value, json_value

@@ -255,9 +255,9 @@ def run_units(executor, fn: Callable, bundle: Path, out: Path, units: Sequence[B
     outcomes = [Outcome(u.name, "finished before") if f else Outcome(u.name, "queued") for u, f in zip(units, finished)]
     queue = deque(i for i, f in enumerate(finished) if not f)
     n_before = len(units) - len(queue)
+    total = None if per_run is None else estimate_seconds(per_run, executor.workers, len(queue))
     say(f"grid: {len(units)} run(s), {n_before} finished before, {len(queue)} to run on {executor.describe()}; "
-        f"estimated {format_duration(None if per_run is None else estimate_seconds(per_run, executor.workers, len(queue)))}"
-        + (f" ({source})" if source else ""))
+        f"estimated {format_duration(total)}" + (f" ({source})" if source else ""))
     if not queue:
         return outcomes, 0.0
     echo = echo and executor.workers == 1  # parallel units' log lines would interleave; the logs have them

@@ -209,7 +209,8 @@ def _estimate(exp: Experiment, out: Path) -> tuple[float | None, str]:
     else the file's ``seconds_per_run``, else unknown."""
     recorded = recorded_seconds(out)
     if recorded:
-        return statistics.mean(recorded), f"{statistics.mean(recorded):.0f} s a run: mean of {len(recorded)} run(s) recorded in {out}"
+        mean = statistics.mean(recorded)
+        return mean, f"{mean:.0f} s a run: mean of {len(recorded)} run(s) recorded in {out}"
     if exp.seconds_per_run is not None:
         return float(exp.seconds_per_run), f"{exp.seconds_per_run:g} s a run: the experiment file's seconds_per_run"
     return None, "no run in the output folder recorded its time and the file gives no seconds_per_run"

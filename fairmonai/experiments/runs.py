@@ -30,8 +30,8 @@ from pathlib import Path
 
 from ..errors import InputError
 
-__all__ = ["BundleNotFound", "BundleRun", "RunFailed", "check_bundle", "run_bundle_unit", "bundle_command", "is_finished",
-           "recorded_seconds"]
+__all__ = ["BundleNotFound", "BundleRun", "RunFailed", "check_bundle", "run_bundle_unit", "bundle_command",
+           "is_finished", "recorded_seconds"]
 
 #: Log lines echoed while a unit runs.
 ECHO = ("Metrics --", "SubgroupReweighting: epoch", "written to", "Restored all variables")

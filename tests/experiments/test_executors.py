@@ -166,6 +166,26 @@ def test_a_unit_failing_twice_is_listed_and_the_command_exits_non_zero(tmp_path,
     assert f"Failed (1, their columns empty): fms_seed0 (log: {log})" in (out / "two.md").read_text()
 
 
+def test_selection_chooses_among_the_runs_that_did_not_fail(tmp_path, monkeypatch):
+    """mu 2 would win on validation but fails twice: mu 1 is chosen and scored on test; with every
+    run of the cell failed there is no choice, and no error about missing values."""
+    for name, ts in (("u_mu1_seed0", 0.5), ("u_mu2_seed0", 0.9)):
+        monkeypatch.setitem(TS, name, ts)
+    fake = SleepyUnits(fail={"u_mu2_seed0": 2}, sleep={"u_mu1_seed0": 0.01, "u_mu2_seed0": 0.01})
+    monkeypatch.setattr("fairmonai.experiments.runner.run_bundle_unit", fake)
+    sweep = {**EXP, "configurations": {"u": {"configs": ["train.json"]}}, "seeds": [0], "grid": {"mu": [1, 2]},
+             "splits": ["val"], "select": {"column": "TS", "split": "val", "goal": "max", "then": ["test"]}}
+    res = run_experiment(tmp_path, parse_experiment(sweep, "s.json"), tmp_path / "a", workers=2, echo=False)
+    assert [c["chosen"] for c in res.choices] == [{"mu": 1}] and list(res.failed) == ["u_mu2_seed0"]
+    assert res.rows[["mu", "split", "selected"]].values.tolist() == [[1, "val", True], [2, "val", False],
+                                                                      [1, "test", True]]
+    assert res.rows["TS"].fillna(-1).tolist() == [0.5, -1, 0.5]  # the failed run's column empty
+    monkeypatch.setattr("fairmonai.experiments.runner.run_bundle_unit",
+                        SleepyUnits(fail={"u_mu1_seed0": 2, "u_mu2_seed0": 2}, sleep=fake.sleep))
+    res = run_experiment(tmp_path, parse_experiment(sweep, "s.json"), tmp_path / "b", echo=False)
+    assert res.choices == [] and sorted(res.failed) == ["u_mu1_seed0", "u_mu2_seed0"]
+
+
 def test_the_estimate_comes_from_recorded_times_else_the_file_else_unknown(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("fairmonai.experiments.runner.run_bundle_unit",
                         SleepyUnits(sleep=dict.fromkeys(ORDER, 0.0), seconds={"train": 30.0, "evaluate_test": 10.0}))
