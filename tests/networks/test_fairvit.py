@@ -417,3 +417,28 @@ def test_bad_routing():
     with pytest.raises(ValueError) as e:
         FairViTLite(_vit(), num_groups=2, routing="per-group")
     assert str(e.value) == BAD_ROUTING_MSG.format(allowed=["shared", "sample"], got="per-group")
+
+
+# --- in a MONAI trainer ------------------------------------------------------------------------------------
+
+def test_in_a_supervised_trainer_with_the_groups_as_network_input():
+    from monai.data import DataLoader, Dataset
+    from monai.engines import PrepareBatchExtraInput, SupervisedTrainer
+
+    data = [{"image": _x(b=1, seed=20 + i)[0], "label": i % 2, "race_code": i % 3} for i in range(4)]
+    net = FairViTLite(_vit(), num_groups=3, num_aux_heads=2, routing="sample")
+    _set_scores(net, group=2, seed=12)
+    crit = FairViTLoss()
+    crit.hyperplane = HAND_PLANE
+    before = copy.deepcopy(net).train()  # the same parameters as the trainer's first forward
+    x = torch.stack([d["image"] for d in data])
+    expected = crit(before(x, sensitive=torch.tensor([0, 1, 2, 0])), torch.tensor([0, 1, 0, 1])).item()
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"), max_epochs=1, train_data_loader=DataLoader(Dataset(data), batch_size=4),
+        network=net, optimizer=torch.optim.SGD(net.parameters(), lr=0.1), loss_function=crit,
+        prepare_batch=PrepareBatchExtraInput({"sensitive": "race_code"}))
+    trainer.run()
+    assert float(trainer.state.output[0]["loss"]) == pytest.approx(expected, abs=1e-5)
+    logits_0, aux_0 = trainer.state.output[0]["pred"]  # decollated per case: [logits (C,), aux (K, C)]
+    assert logits_0.shape == (2,) and aux_0.shape == (2, 2)
+    assert not torch.equal(net.masks["block0_linear1"][2], before.masks["block0_linear1"][2])  # masks trained
