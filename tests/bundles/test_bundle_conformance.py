@@ -188,10 +188,46 @@ def test_method_overlay_trains(bundle, method, tmp_path):
             pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "eval" / "subgroups" / name),
                                           pd.read_csv(resumed / "eval" / "subgroups" / name))
         return
-    run_bundle(bundle, tmp_path, ["train.json", f"{method}.json"])
+    res = run_bundle(bundle, tmp_path, ["train.json", f"{method}.json"])
     assert (tmp_path / "models" / "model.pt").is_file()
-    curve = pd.read_csv(tmp_path / "eval" / "penalty_curve.csv")
-    assert len(curve) >= 1 and np.isfinite(curve["loss"]).all()
+    _check_method_outputs(bundle, method, tmp_path, res.output)
+
+
+def _check_method_outputs(bundle: Path, method: str, root: Path, output: str) -> None:
+    """What the overlay's method writes, told by what the overlay defines: a fairness penalty (FaMI, MINE,
+    MIGE) its penalty curve; a FairBatch sampler its lambda step in the log and lambda in the checkpoint;
+    a FIN network a FINClassifier whose weights hold FIN's per-group parameters (it raises without the
+    group codes, so a finished run means every batch delivered them)."""
+    overlay = json.loads((bundle / "configs" / f"{method}.json").read_text())
+    checked = False
+    if "penalty" in overlay:
+        curve = pd.read_csv(root / "eval" / "penalty_curve.csv")
+        assert len(curve) >= 1 and np.isfinite(curve["loss"]).all()
+        checked = True
+    if "train#batch_sampler" in overlay:
+        assert "FairBatch: epoch 1:" in output, output[-3000:]
+        ckpt = next((root / "models").glob("checkpoint*.pt"))
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)["fairbatch"]
+        lam = np.asarray(state["lambdas"])
+        assert state["epoch"] == 1 and np.allclose(lam.sum(axis=1), 1.0)
+        shares = np.asarray(state["cell_sizes"]) / np.asarray(state["cell_sizes"]).sum(axis=1, keepdims=True)
+        assert not np.allclose(lam, shares, atol=1e-9), "lambda did not move from the empirical shares"
+        checked = True
+    network = overlay.get("network_def", {})
+    if isinstance(network, dict) and network.get("_target_", "").endswith("FINClassifier"):
+        from monai.bundle import ConfigParser
+
+        from fairmonai.networks import FINClassifier
+
+        parser = ConfigParser()
+        parser.read_config([str(bundle / "configs" / n) for n in ("train.json", f"{method}.json", "smoke.json")])
+        net = parser.get_parsed_content("network_def")
+        assert isinstance(net, FINClassifier)
+        weights = _weights(root / "models" / "model.pt")
+        assert weights["fin.mu"].shape == net.fin.mu.shape and weights["fin.s"].shape == net.fin.s.shape
+        assert "fairmonai.networks.FINPrepareBatch" in json.dumps(overlay)
+        checked = True
+    assert checked, f"{method}.json: no check of what this method writes; add one to _check_method_outputs"
 
 
 @pytest.mark.parametrize("bundle,net", NETWORKS, ids=_ids(NETWORKS))
@@ -377,7 +413,9 @@ def test_runs_that_would_succeed_on_the_wrong_thing_are_refused(trained, monkeyp
     out = _refused(bundle, root, ["train.json"], monkeypatch)
     assert f"{model} holds a finished model: pass --overwrite True" in out
 
-    method = sorted((bundle / "configs").glob("method_*.json"))[0].name
+    # a method that changes the loss (FairBatch changes only the batches, FIN the network)
+    method = next(m.name for m in sorted((bundle / "configs").glob("method_*.json"))
+                  if "loss" in json.loads(m.read_text()))
     out = _refused(bundle, root, ["train.json", method, "evaluate.json"], monkeypatch)
     assert "was trained with other settings than this evaluation (loss: trained with" in out
     assert "It was trained with configs ['train.json', 'smoke.json']" in out
