@@ -13,7 +13,6 @@ from .manifest import (
     read_manifest_table,
 )
 from .cohort_cache import ensure_cohort
-from .fairbatch import FairBatchSampler
 from .image_check import ImageCheckError, ImageReadError, check_images, find_image_problems
 from .inference import inference_datalist
 from .memory import estimate_cache_bytes, log_cache_estimate
@@ -47,3 +46,13 @@ __all__ = [
     "stratified_kfold",
     "stratified_train_test_split",
 ]
+
+
+def __getattr__(name: str):
+    # FairBatchSampler subclasses torch's Sampler: imported on first use, so that importing
+    # fairmonai.data (the reports CLI's input checks) does not import torch
+    if name == "FairBatchSampler":
+        from .fairbatch import FairBatchSampler
+
+        return FairBatchSampler
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
