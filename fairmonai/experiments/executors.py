@@ -6,7 +6,9 @@ Two executors share one small interface (``workers``, ``submit``, ``wait``, ``cl
   :func:`~fairmonai.experiments.runs.run_bundle_unit` call whose bundle commands are their own
   processes (``python -m monai.bundle run``); a thread per slot only waits on them, so the runner
   adds no process of its own. With GPUs, slot ``i`` gets one GPU through ``CUDA_VISIBLE_DEVICES``
-  (:func:`worker_devices`; more workers than GPUs share them round-robin).
+  (:func:`worker_devices`; more workers than GPUs share them round-robin). Without GPUs each unit's
+  commands get ``OMP_NUM_THREADS`` = cores // workers (at least 1), so N units do not each start one
+  thread per core; an ``OMP_NUM_THREADS`` set by the caller is left alone.
 * ``ray``: each unit is a Ray task declaring ``num_cpus`` and ``num_gpus`` (Ray sets
   ``CUDA_VISIBLE_DEVICES`` for it); at most ``workers`` tasks are in flight. Ray is an optional
   extra (``pip install -e .[ray]``); it connects to the cluster in ``RAY_ADDRESS`` or starts a local one.
@@ -117,6 +119,10 @@ class LocalExecutor:
     def __init__(self, workers: int, gpus: Sequence[str] | None = None):
         self.devices = worker_devices(workers, visible_gpus() if gpus is None else gpus)
         self.workers = workers
+        # CPU units share the cores: each gets its share of threads (torch reads OMP_NUM_THREADS), unless
+        # the caller set OMP_NUM_THREADS already or the units run on GPUs
+        self.threads = (max(1, (os.cpu_count() or 1) // workers)
+                        if "OMP_NUM_THREADS" not in os.environ and all(d is None for d in self.devices) else None)
         self._pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unit")
         self._free = list(range(workers))
         self._slot: dict[cf.Future, int] = {}
@@ -132,6 +138,8 @@ class LocalExecutor:
             slot = self._free.pop(0)
         device = self.devices[slot]
         env = {} if device is None else {"CUDA_VISIBLE_DEVICES": device}
+        if self.threads is not None:
+            env["OMP_NUM_THREADS"] = str(self.threads)
         fut = self._pool.submit(_call_unit, fn, bundle, out, unit, echo, env)
         self._slot[fut] = slot
         return fut, device

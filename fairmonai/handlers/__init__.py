@@ -4,6 +4,7 @@ from .batchnorm_recalibration import BatchNormRecalibration, recalibrate_batchno
 from .case_collector import CaseCollector
 from .epoch_seed import EpochSeed
 from .fairbatch import FairBatchUpdate
+from .fairvit_calibration import FairViTCalibration
 from .final_checkpoint import FinalCheckpointSaver
 from .fairness_metric import GroupFairnessMetric
 from .gradient_clipping import GradientClipping, should_step
@@ -18,6 +19,7 @@ __all__ = [
     "CaseCollector",
     "EpochSeed",
     "FairBatchUpdate",
+    "FairViTCalibration",
     "FinalCheckpointSaver",
     "GroupFairnessMetric",
     "GradientClipping",

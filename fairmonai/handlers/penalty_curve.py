@@ -71,9 +71,14 @@ def representation_from_engine(engine: Engine) -> torch.Tensor:
 
 
 def _pred_from_output(output: Any) -> Any:
-    """Default ``output_transform``: ``pred`` of a MONAI output dict, or of a decollated list of dicts."""
+    """Default ``output_transform``: ``pred`` of a MONAI output dict, or of a decollated list of dicts.
+
+    A network that returns a named tuple of outputs in training (FairViT-lite's
+    :class:`~fairmonai.networks.FairViTOutput` ``(logits, aux_logits)``) gives its first field, the main
+    output."""
     if isinstance(output, Mapping):
-        return output["pred"]
+        pred = output["pred"]
+        return pred[0] if isinstance(pred, tuple) and hasattr(pred, "_fields") else pred
     if isinstance(output, (list, tuple)) and output and isinstance(output[0], Mapping):
         return torch.stack([torch.as_tensor(o["pred"]) for o in output])
     if isinstance(output, (list, tuple)):

@@ -87,6 +87,7 @@ __all__ = [
     "fit_margin_hyperplane",
     "hyperplane_distance_loss",
     "calibration_split",
+    "calibration_datalists",
     "NOT_A_VIT_MSG",
     "MISSING_SENSITIVE_TRAIN_MSG",
     "BAD_ROUTING_MSG",
@@ -206,7 +207,8 @@ class FairViTLite(nn.Module):
                  aux_blocks: Sequence[int] | None = None) -> None:
         super().__init__()
         if not isinstance(backbone, ViTClassifier):
-            hint = " (wrap a MONAI ViT as fairmonai.networks.ViTClassifier)" if isinstance(backbone, ViT) else ""
+            hint = (" (wrap a MONAI ViT as fairmonai.networks.ViTClassifier)" if isinstance(backbone, ViT)
+                    else "; give it a ViT backbone (in a bundle, the ViT network overlay)")
             raise TypeError(NOT_A_VIT_MSG.format(type=type(backbone).__name__, hint=hint))
         if int(num_groups) < 1:
             raise ValueError(f"num_groups must be >= 1, got {num_groups}")
@@ -554,3 +556,26 @@ def calibration_split(indices: Sequence[int] | np.ndarray, labels: Sequence[int]
         members = np.flatnonzero(cell == c)
         chosen[rng.permutation(members)[:q]] = True
     return idx[~chosen], idx[chosen]
+
+
+def calibration_datalists(datalist: Sequence[dict], *, group_key: str, label_key: str = "label",
+                          fraction: float = 0.1, seed: int) -> tuple[list[dict], list[dict]]:
+    """:func:`calibration_split` of a MONAI datalist: ``(training cases, calibration cases)``.
+
+    ``datalist`` is the fold's training part (``@train#datalist`` of a bundle), never the held-out
+    fold or the test cohort; both returned lists keep its order.
+
+    Raises:
+        KeyError: a case lacks ``label_key`` or ``group_key`` (the case is named by its ``case_id``
+            or position).
+        ValueError: see :func:`calibration_split`.
+    """
+    for i, d in enumerate(datalist):
+        for key in (label_key, group_key):
+            if key not in d:
+                raise KeyError(f"calibration_datalists: case {d.get('case_id', f'#{i}')} has no key '{key}' "
+                               f"(keys: {sorted(map(str, d))})")
+    labels = [int(d[label_key]) for d in datalist]
+    groups = [int(d[group_key]) for d in datalist]
+    train_idx, cal_idx = calibration_split(np.arange(len(datalist)), labels, groups, fraction=fraction, seed=seed)
+    return [datalist[i] for i in train_idx], [datalist[i] for i in cal_idx]
