@@ -10,7 +10,7 @@
 The bundle's folder is the first argument (a relative path is taken from the current directory); the
 experiment is ``<bundle>/experiments/<name>.json`` (format: :mod:`fairmonai.experiments.grid`).
 ``--set KEY=VALUE`` overrides a bundle value in every run (VALUE read as JSON, else as text);
-``--seeds`` replaces the file's seeds; ``--configurations`` runs only some of its configurations.
+``--seeds`` replaces the file's seeds, ``--folds`` runs only some of its folds; ``--configurations`` runs only some of its configurations.
 ``--executor local|ray`` and ``--workers N`` choose where runs go and how many at once (they replace
 the file's ``executor``; default local, 1; :mod:`fairmonai.experiments.executors`).
 A second call with the same output folder only reads the finished runs and resumes an interrupted one.
@@ -68,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                      help="bundle override for every run (JSON values), e.g. epochs=20")
     run.add_argument("--seeds", type=int, nargs="+", default=None, help="replace the file's seeds")
+    run.add_argument("--folds", type=int, nargs="+", default=None, help="run only these of the file's folds")
     run.add_argument("--configurations", nargs="+", default=None, help="run only these configurations")
     run.add_argument("--overlay", nargs="+", action="extend", default=[], metavar="FILE",
                      help="config files of the bundle added to every run, e.g. data_mama_mia.json for the real data")
@@ -85,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         exp = load_experiment(bundle, args.name)
         result = run_experiment(bundle, exp, args.out, seeds=args.seeds, configurations=args.configurations,
                                 extra=parse_set(args.set), overlays=args.overlay, executor=args.executor,
-                                workers=args.workers)
+                                workers=args.workers, folds=args.folds)
     except (InputError, RunFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

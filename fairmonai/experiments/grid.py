@@ -25,8 +25,10 @@ format (keys not listed here are errors)::
                  "base": "<configuration>", "method": "<configuration>", "out": "heatmaps/unet"}],
       "executor": {"kind": "local", "workers": 2,   where runs go (--executor, --workers win)   (default local, 1)
                    "cpus_per_run": 1, "gpus_per_run": 1},   Ray's resources per run (default 1 CPU; 1 GPU if any)
-      "seconds_per_run": 600           estimated wall time of one run, printed as the grid's estimate
+      "seconds_per_run": 600,          estimated wall time of one run, printed as the grid's estimate
                                        until runs in the output folder recorded their own   (optional)
+      "fold_report": {...}             a k-fold comparison report (the FaMI paper's Table 2 and
+                                       Figures 2-3), needs "folds" (optional; see below)
     }
 
 **Overrides** are the bundle's ``--key value`` arguments; a later source wins: ``overrides``, then the
@@ -55,6 +57,12 @@ split of the row (one table row per run and evaluated split):
   rows whose columns equal all of ``"where": {"age_group": "61-70", "breast_density": "b"}``, not
   those equal to all of ``"unless": {...}``, and from row ``floor(from_fraction * n)`` on
   (``"from_fraction": 0.75``: the last quarter of a training curve).
+
+**Fold report.** With ``fold_report`` (settings: :func:`fairmonai.reports.fold_report.check_fold_report_settings`)
+the runner writes :func:`fairmonai.reports.fold_report.write_fold_report` into ``<out>/fold_report``
+after the grid. Its ``test_column`` ``"retrain"`` adds one unit per (configuration, seed): the
+configuration trained on the whole training part (``--train_split trainval``, no ``--fold``), folder
+``<configuration>_seed<seed>_all``, scored on the test split only; its rows have ``fold`` -1.
 
 **Plots.** ``dice_heatmap_comparison``
 (:func:`fairmonai.reports.dice_heatmap_comparison`) pools the ``file`` of every run of the
@@ -89,7 +97,7 @@ __all__ = [
 ]
 
 TOP_KEYS = ("description", "configurations", "default_configurations", "seeds", "folds", "grid", "overrides", "splits", "select", "columns",
-            "transpose", "plots", "executor", "seconds_per_run")
+            "transpose", "plots", "executor", "seconds_per_run", "fold_report")
 EXECUTOR_KEYS = ("kind", "workers", "cpus_per_run", "gpus_per_run")
 REQUIRED_KEYS = ("description", "configurations", "seeds", "columns")
 CONFIGURATION_KEYS = ("configs", "overrides")
@@ -149,6 +157,7 @@ class Experiment:
     plots: tuple[dict, ...]
     executor: Mapping[str, object] = field(default_factory=dict)
     seconds_per_run: float | None = None
+    fold_report: Mapping[str, object] | None = None
 
 
 @dataclass(frozen=True)
@@ -316,8 +325,18 @@ def parse_experiment(data: object, path: str | Path, *, bundle: str | Path | Non
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0
                               or (v == 0 and low == "above 0")):
             raise _fail(path, k if k == "seconds_per_run" else f"executor.{k}", f"expected a number {low}, got {v!r}")
+    fold_report = None
+    if "fold_report" in d:
+        if folds is None:
+            raise _fail(path, "fold_report", "a fold report compares fold models; the file has no 'folds'")
+        from ..reports.fold_report import check_fold_report_settings
+
+        try:
+            fold_report = check_fold_report_settings(d["fold_report"], list(configurations), where=f"{path}")
+        except ValueError as e:
+            raise ExperimentFileError(str(e)) from None
     return Experiment(path.stem, path, d["description"], configurations, defaults, seeds, folds, grid, overrides, splits,
-                      select, columns, transpose, tuple(plots), executor, d.get("seconds_per_run"))
+                      select, columns, transpose, tuple(plots), executor, d.get("seconds_per_run"), fold_report)
 
 
 def experiment_file(bundle: str | Path, name: str) -> Path:
@@ -380,17 +399,25 @@ def _folder(text: str) -> str:
 
 def expand(exp: Experiment, out: str | Path, *, seeds: Sequence[int] | None = None,
            configurations: Sequence[str] | None = None, extra: Mapping[str, object] | None = None,
-           overlays: Sequence[str] = ()) -> list[PlannedRun]:
-    """The runs of ``exp``: one per (seed, fold, configuration, grid point), in that order.
+           overlays: Sequence[str] = (), folds: Sequence[int] | None = None) -> list[PlannedRun]:
+    """The runs of ``exp``: one per (seed, fold, configuration, grid point), in that order, then the
+    retrained whole-training-part units of a fold report whose ``test_column`` is ``"retrain"``
+    (``fold`` -1).
 
-    Each unit is evaluated on ``exp.splits``. ``seeds`` replaces the file's seeds, ``configurations``
-    the file's ``default_configurations``, ``extra`` (``--set``) overrides every run last, and
-    ``overlays`` (``--overlay``, config files of the bundle such as a real-data overlay
-    ``data_mama_mia.json``) follow every configuration's own config files.
+    Each unit is evaluated on ``exp.splits``. ``seeds`` replaces the file's seeds, ``folds`` its folds
+    (each must be one of them), ``configurations`` the file's ``default_configurations``, ``extra``
+    (``--set``) overrides every run last, and ``overlays`` (``--overlay``, config files of the bundle
+    such as a real-data overlay ``data_mama_mia.json``) follow every configuration's own config files.
 
     Raises:
-        ExperimentFileError: an unknown configuration, or ``extra`` setting ``seed``, ``fold`` or a grid key.
+        ExperimentFileError: an unknown configuration or fold, or ``extra`` setting ``seed``, ``fold`` or
+            a grid key.
     """
+    if folds is not None:
+        unknown = [f for f in folds if exp.folds is None or f not in exp.folds]
+        if unknown:
+            raise ExperimentFileError(f"{exp.path}: --folds {unknown}: not among the file's folds "
+                                      f"{list(exp.folds) if exp.folds else '(none)'}")
     out = str(Path(out).resolve())
     names = list(exp.default_configurations if configurations is None else configurations)
     for n in names:
@@ -406,7 +433,7 @@ def expand(exp: Experiment, out: str | Path, *, seeds: Sequence[int] | None = No
                                       f"{list(exp.grid[k])}")
     runs = []
     for seed in exp.seeds if seeds is None else seeds:
-        for fold in exp.folds or (None,):
+        for fold in (folds if folds is not None else exp.folds) or (None,):
             fill = {"out": out, "seed": str(seed), "fold": "" if fold is None else str(fold)}
             for name in names:
                 conf = exp.configurations[name]
@@ -421,4 +448,13 @@ def expand(exp: Experiment, out: str | Path, *, seeds: Sequence[int] | None = No
                         overrides["fold"] = fold
                     runs.append(PlannedRun(name, point, seed, fold,
                                            BundleRun(folder, (*conf.configs, *overlays), overrides, exp.splits)))
+    if exp.fold_report is not None and exp.fold_report.get("test_column") == "retrain":
+        for seed in exp.seeds if seeds is None else seeds:
+            fill = {"out": out, "seed": str(seed), "fold": "all"}
+            for name in names:
+                conf = exp.configurations[name]
+                overrides = {k: _fill(v, fill) for k, v in {**exp.overrides, **conf.overrides, **extra}.items()}
+                overrides.update(seed=seed, train_split="trainval")
+                runs.append(PlannedRun(name, {}, seed, -1, BundleRun(_folder(f"{name}_seed{seed}_all"),
+                                                                     (*conf.configs, *overlays), overrides, ("test",))))
     return runs

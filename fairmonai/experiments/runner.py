@@ -102,6 +102,8 @@ def _row(exp: Experiment, run: PlannedRun, out: Path, split: str, failed: bool =
     row: dict = {"configuration": run.configuration, **run.point, "seed": run.seed}
     if exp.folds is not None:
         row["fold"] = run.fold
+    if _retrains(exp):
+        row["retrained"] = run.fold == -1
     row["split"] = split
     if exp.select is not None:
         row["selected"] = False
@@ -109,6 +111,11 @@ def _row(exp: Experiment, run: PlannedRun, out: Path, split: str, failed: bool =
         row[name] = None if failed else column_value(run_dir, split, source)
     row["run_dir"] = str(run_dir)
     return row
+
+
+def _retrains(exp: Experiment) -> bool:
+    """Whether ``exp`` has retrained whole-training-part units (fold -1) beside its fold models."""
+    return exp.fold_report is not None and exp.fold_report.get("test_column") == "retrain"
 
 
 def _select(exp: Experiment, runs: list[PlannedRun], rows: list[dict], failed: Mapping[str, object]
@@ -204,6 +211,22 @@ def _markdown(exp: Experiment, rows: pd.DataFrame, summary: pd.DataFrame, group:
     return "\n".join(md) + "\n"
 
 
+def _fold_report(exp: Experiment, bundle: Path, frame: pd.DataFrame, out: Path, say) -> None:
+    """The experiment's fold report into ``out/fold_report``; the paper's values are read from the
+    ``paper`` file next to the experiment file, when it names one."""
+    from ..reports.fold_report import write_fold_report
+
+    settings = dict(exp.fold_report or {})
+    paper = None
+    if settings.get("paper"):
+        path = exp.path.parent / str(settings["paper"])
+        if not path.is_file():
+            raise ExperimentFileError(f"{exp.path}: fold_report.paper: no file {path}")
+        paper = json.loads(path.read_text())
+    write_fold_report(frame, out / "fold_report", settings, paper=paper)
+    say(f"fold report: {out / 'fold_report'}")
+
+
 def _estimate(exp: Experiment, out: Path) -> tuple[float | None, str]:
     """Seconds one run takes, and where that comes from: the runs of ``out`` that recorded their time,
     else the file's ``seconds_per_run``, else unknown."""
@@ -219,11 +242,13 @@ def _estimate(exp: Experiment, out: Path) -> tuple[float | None, str]:
 def run_experiment(bundle: str | Path, exp: Experiment, out: str | Path, *, seeds: Sequence[int] | None = None,
                    configurations: Sequence[str] | None = None, extra: Mapping[str, object] | None = None,
                    overlays: Sequence[str] = (), echo: bool = True, executor: str | None = None,
-                   workers: int | None = None) -> ExperimentResult:
+                   workers: int | None = None, folds: Sequence[int] | None = None) -> ExperimentResult:
     """Run every run of ``exp`` with ``bundle`` in ``out``, select if asked, write the tables and plots.
 
-    ``seeds`` replaces the file's seeds, ``configurations`` keeps only those, ``extra`` overrides every
-    run (``--set``), ``overlays`` are config files of the bundle added to every run (``--overlay``).
+    ``seeds`` replaces the file's seeds, ``folds`` its folds, ``configurations`` keeps only those,
+    ``extra`` overrides every run (``--set``), ``overlays`` are config files of the bundle added to every
+    run (``--overlay``). With a ``fold_report`` the report is written to ``out/fold_report``
+    (:func:`fairmonai.reports.fold_report.write_fold_report`).
     ``executor`` (``local`` or ``ray``) and ``workers`` replace the file's ``executor`` settings
     (default: local, 1 worker); see :mod:`fairmonai.experiments.executors`. With ``echo`` the estimate
     and a progress line per change are printed. A run whose bundle command fails twice is listed in
@@ -242,7 +267,7 @@ def run_experiment(bundle: str | Path, exp: Experiment, out: str | Path, *, seed
             known = sorted(p.name for p in (bundle / "configs").glob("*.json"))
             raise ExperimentFileError(f"--overlay {name}: {bundle / 'configs'} has no such file; its config files: "
                                       f"{known}")
-    runs = expand(exp, out, seeds=seeds, configurations=configurations, extra=extra, overlays=overlays)
+    runs = expand(exp, out, seeds=seeds, configurations=configurations, extra=extra, overlays=overlays, folds=folds)
     kind = executor or str(exp.executor.get("kind", "local"))
     n = workers if workers is not None else int(exp.executor.get("workers", 1))  # type: ignore[call-overload]
     pool = make_executor(kind, n, cpus_per_run=exp.executor.get("cpus_per_run", 1),  # type: ignore[arg-type]
@@ -263,7 +288,8 @@ def run_experiment(bundle: str | Path, exp: Experiment, out: str | Path, *, seed
     try:
         execute([r.unit for r in runs])
         failed = {o.name: o.log for o in outcomes if o.status == "failed"}
-        rows: list[dict] = [_row(exp, run, out, split, run.unit.name in failed) for run in runs for split in exp.splits]
+        rows: list[dict] = [_row(exp, run, out, split, run.unit.name in failed)
+                            for run in runs for split in run.unit.eval_splits]
         choices = []
         if exp.select:
             chosen = _select(exp, runs, rows, failed)
@@ -277,7 +303,7 @@ def run_experiment(bundle: str | Path, exp: Experiment, out: str | Path, *, seed
     finally:
         pool.close()
     frame = pd.DataFrame(rows)
-    group = ["configuration", *exp.grid, "split"]
+    group = ["configuration", *exp.grid, *(["retrained"] if _retrains(exp) else []), "split"]
     summary = summarise(frame, group, list(exp.columns))
     used_seeds = list(exp.seeds if seeds is None else seeds)
     md = _markdown(exp, frame, summary, group, choices, used_seeds, failed)
@@ -288,6 +314,8 @@ def run_experiment(bundle: str | Path, exp: Experiment, out: str | Path, *, seed
     if exp.select:
         (out / f"{exp.name}_choice.json").write_text(json.dumps(choices, indent=2))
     _plots(exp, runs, out, failed)
+    if exp.fold_report is not None:
+        _fold_report(exp, bundle, frame, out, say)
     wall = time.perf_counter() - t0
     timing = {"executor": pool.kind, "workers": pool.workers, "wall_s": wall, "runner_s": wall - waited,
               "runner_fraction": (wall - waited) / wall if wall > 0 else 0.0,
