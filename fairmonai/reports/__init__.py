@@ -46,6 +46,9 @@ _HOME = {
     "fold_validity": ".fold_statistics",
     "fold_label_counts": ".fold_statistics",
     "family_markdown": ".fold_statistics",
+    "FoldReportError": ".fold_report",
+    "check_fold_report_settings": ".fold_report",
+    "write_fold_report": ".fold_report",
 }
 __all__ = list(_HOME)
 
