@@ -332,7 +332,7 @@ def parse_experiment(data: object, path: str | Path, *, bundle: str | Path | Non
         from ..reports.fold_report import check_fold_report_settings
 
         try:
-            fold_report = check_fold_report_settings(d["fold_report"], list(configurations), where=f"{path}")
+            fold_report = check_fold_report_settings(d["fold_report"], list(configurations), where=f"{path}: fold_report")
         except ValueError as e:
             raise ExperimentFileError(str(e)) from None
     return Experiment(path.stem, path, d["description"], configurations, defaults, seeds, folds, grid, overrides, splits,

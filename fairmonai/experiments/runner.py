@@ -214,6 +214,12 @@ def _markdown(exp: Experiment, rows: pd.DataFrame, summary: pd.DataFrame, group:
 def _fold_report(exp: Experiment, bundle: Path, frame: pd.DataFrame, out: Path, say) -> None:
     """The experiment's fold report into ``out/fold_report``; the paper's values are read from the
     ``paper`` file next to the experiment file, when it names one."""
+    missing = [c for c in exp.configurations if c not in set(frame["configuration"])]
+    if missing:
+        say(f"fold report: not written, it compares all {len(exp.configurations)} configurations and {missing} "
+            f"did not run (python -m fairmonai.reports.fold_report writes it from {out / (exp.name + '.csv')} "
+            "with settings naming only those that ran)")
+        return
     from ..reports.fold_report import write_fold_report
 
     settings = dict(exp.fold_report or {})
@@ -223,7 +229,8 @@ def _fold_report(exp: Experiment, bundle: Path, frame: pd.DataFrame, out: Path, 
         if not path.is_file():
             raise ExperimentFileError(f"{exp.path}: fold_report.paper: no file {path}")
         paper = json.loads(path.read_text())
-    write_fold_report(frame, out / "fold_report", settings, paper=paper)
+    write_fold_report(frame, out / "fold_report", settings, paper=paper, configurations=list(exp.configurations),
+                      where=f"{exp.path}: fold_report")
     say(f"fold report: {out / 'fold_report'}")
 
 
