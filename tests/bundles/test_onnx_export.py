@@ -8,7 +8,9 @@ checkpoint (``{"model": state_dict}``), and exported with ``monai.bundle.onnx_ex
 making their axes dynamic. The export is traced at the smoke size (SwinUNETR: at its default patch,
 slow); onnxruntime then runs it at another batch size and, where the network allows it, another
 spatial size, and its output is compared with the PyTorch network's in eval mode. The slow tests add
-SwinUNETR and DenseNet121 at the OCT bundle's default 96^3.
+SwinUNETR and DenseNet121 at the OCT bundle's default 96^3. FIN (two inputs, image and group codes): the
+documented onnx_export refuses it with FIN's message, ckpt_export's scripted TorchScript takes both inputs,
+and ``convert_to_onnx`` with both inputs gives an ONNX model equal to PyTorch (see the FIN section below).
 
 Weights: MONAI's initialisation leaves BatchNorm at running mean 0, variance 1, scale 1, shift 0, and
 the outputs of a random DenseNet hardly depend on the input, so a wrong graph could still match.
@@ -168,3 +170,107 @@ def test_onnx_densenet_at_the_default_size(tmp_path):
     diff, tol = compare(net, out, [2, 1, 96, 96, 96])
     print(f"densenet121 at 96^3: max |onnx - torch| {diff:.3g}, tolerance {tol:.3g}")
     assert diff <= tol, f"max |onnx - torch| {diff:.3g} > {tol:.3g}"
+
+
+# --- FIN: a network of two inputs (image, group codes) -------------------------------------------------------
+# MONAI 1.6.1's onnx_export builds the example input as ``[torch.rand(input_shape)]`` and writes it over any
+# ``inputs`` in ``converter_kwargs``, so the command can only call ``network(image)``; FIN needs the codes too
+# and the export stops with FIN's own message. ckpt_export without ``--use_trace`` (the documented command)
+# scripts the network instead of tracing it, and the TorchScript model keeps FIN's ``forward(x, sensitive)``.
+# An ONNX model with both inputs is made by calling ``monai.networks.convert_to_onnx`` with the two inputs.
+
+FIN = [OCT / "inference.json", OCT / "method_fin.json"]
+FIN_VIT = [*FIN, OCT / "net_vit.json", OCT / "smoke.json"]
+
+
+def _fin_inputs(batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.rand(batch, 1, 32, 32, 32, generator=torch.Generator().manual_seed(seed))
+    return x, torch.arange(batch) % 3  # the three races' codes 0, 1, 2
+
+
+def _check_codes_matter(net: torch.nn.Module, x: torch.Tensor, codes: torch.Tensor, tol: float) -> None:
+    """The same images with the codes rotated give other outputs, far beyond the tolerance."""
+    with torch.no_grad():
+        a, b = net(x, sensitive=codes), net(x, sensitive=(codes + 1) % 3)
+    assert float((a - b).abs().max()) > 100 * tol
+
+
+def test_fin_onnx_export_refuses_without_the_group_codes(tmp_path):
+    from monai.bundle import onnx_export
+
+    from fairmonai.networks.fin import MISSING_SENSITIVE_MSG
+
+    _, ckpt = build(FIN, tmp_path)
+    out = tmp_path / "model.onnx"
+    with pytest.raises(ValueError) as e:  # the documented command's arguments
+        export(FIN, ckpt, out, [1, 1, 32, 32, 32], converter_kwargs("batch", segmentation=False))
+    assert str(e.value) == MISSING_SENSITIVE_MSG
+    # example inputs given through converter_kwargs are replaced by the one random image: refused the same way
+    with pytest.raises(ValueError) as e:
+        onnx_export(net_id="network_def", filepath=str(out), ckpt_file=str(ckpt), key_in_ckpt="model",
+                    config_file=[str(c) for c in FIN], use_trace=True, input_shape=[1, 1, 32, 32, 32],
+                    converter_kwargs={"dynamo": False, "inputs": list(_fin_inputs(1, 0))})
+    assert str(e.value) == MISSING_SENSITIVE_MSG
+    assert not out.exists()
+
+
+def _fin_torchscript(configs, tmp_path):
+    from monai.bundle import ckpt_export
+
+    net, ckpt = build(configs, tmp_path)
+    ts_file = tmp_path / "model.ts"
+    ckpt_export(net_id="network_def", filepath=str(ts_file), ckpt_file=str(ckpt), key_in_ckpt="model",
+                meta_file=str(OCT / "metadata.json"), config_file=[str(c) for c in configs])  # scripted
+    ts = torch.jit.load(str(ts_file))
+    x, codes = _fin_inputs(3, seed=1)
+    with torch.no_grad():
+        expected = net(x, sensitive=codes)
+        got = ts(x, codes)
+    tol = 5e-5 * max(1.0, float(expected.abs().max()))
+    assert got.shape == expected.shape == (3, 2)
+    assert float((got - expected).abs().max()) <= tol
+    _check_codes_matter(net, x, codes, tol)
+    with pytest.raises(torch.jit.Error, match="FINClassifier needs the group code of every case"):
+        ts(x)
+
+
+def test_fin_torchscript_export_takes_image_and_codes(tmp_path):
+    """FIN-ViT (smoke sizes): the scripted export's ``(image, codes)`` output equals PyTorch's."""
+    _fin_torchscript(FIN_VIT, tmp_path)
+
+
+@pytest.mark.slow
+def test_fin_densenet_torchscript_export_takes_image_and_codes(tmp_path):
+    """FIN-DenseNet121, the overlay's default (12-25 s on 2 shared cores, most of it TorchScript's first call)."""
+    _fin_torchscript(FIN, tmp_path)
+
+
+def _fin_onnx_two_inputs(configs, tmp_path):
+    from monai.networks import convert_to_onnx
+
+    net, _ = build(configs, tmp_path)
+    out = tmp_path / "model.onnx"
+    convert_to_onnx(net, inputs=list(_fin_inputs(1, seed=0)), input_names=["image", "sensitive"],
+                    output_names=["pred"], filename=str(out), dynamo=False,
+                    dynamic_axes={"image": {0: "batch"}, "sensitive": {0: "batch"}, "pred": {0: "batch"}})
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [(i.name, i.type) for i in sess.get_inputs()] == [("image", "tensor(float)"), ("sensitive", "tensor(int64)")]
+    x, codes = _fin_inputs(3, seed=1)
+    with torch.no_grad():
+        expected = net.eval()(x, sensitive=codes).numpy()
+    got = sess.run(["pred"], {"image": x.numpy(), "sensitive": codes.numpy()})[0]
+    tol = 5e-5 * max(1.0, float(np.abs(expected).max()))
+    assert got.shape == expected.shape == (3, 2)
+    assert float(np.abs(got - expected).max()) <= tol
+    _check_codes_matter(net, x, codes, tol)
+
+
+def test_fin_onnx_with_both_inputs_through_convert_to_onnx(tmp_path):
+    """FIN-ViT (smoke sizes) traced with (image, codes): onnxruntime at another batch size equals PyTorch."""
+    _fin_onnx_two_inputs(FIN_VIT, tmp_path)
+
+
+@pytest.mark.slow
+def test_fin_densenet_onnx_with_both_inputs_through_convert_to_onnx(tmp_path):
+    """The same for FIN-DenseNet121, the overlay's default (10-15 s on 2 shared cores)."""
+    _fin_onnx_two_inputs(FIN, tmp_path)

@@ -1,7 +1,8 @@
 """FairViT-lite: masks (identity at start, the reference's weight masking, routing, gradient shares,
 varsigma projection), eval = the wrapped ViT, aux heads on the block class tokens, the summed CE by
 hand, the distance loss and its gradient on a hand example, the calibration line, the calibration
-split's sizes by hand, and the exact error messages."""
+split's sizes by hand, its datalist form (a partition in input order, the cells' shares, a case
+without its group named), and the exact error messages."""
 
 import copy
 import math
@@ -15,6 +16,7 @@ from fairmonai.networks import FairViTLite, FairViTLoss, FairViTOutput, ViTClass
 from fairmonai.networks.fairvit import (
     BAD_AUX_MSG,
     BAD_ROUTING_MSG,
+    calibration_datalists,
     calibration_split,
     fit_margin_hyperplane,
     Hyperplane,
@@ -387,6 +389,62 @@ def test_calibration_split_errors():
         calibration_split(np.zeros(10, int), y, g, seed=0)
 
 
+def _datalist(sizes, group_key="race_code"):
+    """A bundle-like datalist, cases in input order ``case000``, ``case001``, ... by cell (label, group)."""
+    idx, y, g = _cohort(sizes)
+    return [{"case_id": f"case{i - 100:03d}", "image": f"img{i}.nii.gz", "label": int(lab), group_key: int(grp)}
+            for i, lab, grp in zip(idx, y, g)]
+
+
+@pytest.mark.parametrize("sizes,n_cal,cells", [
+    # 100 cases: 10 % of each cell (4, 2, 3, 1)
+    ({(0, 0): 40, (0, 1): 20, (1, 0): 30, (1, 1): 10}, 10, {(0, 0): 4, (0, 1): 2, (1, 0): 3, (1, 1): 1}),
+    # 45 cases: 4.5 rounds half up to 5 (Python's round would give 4); exact quotas 5 * (20, 10, 10, 5) / 45 =
+    # 2.22, 1.11, 1.11, 0.56 -> floors 2, 1, 1, 0 and the one left to the largest remainder (0.56)
+    ({(0, 0): 20, (0, 1): 10, (1, 0): 10, (1, 1): 5}, 5, {(0, 0): 2, (0, 1): 1, (1, 0): 1, (1, 1): 1}),
+])
+def test_calibration_datalists_partition_order_and_cells(sizes, n_cal, cells):
+    data = _datalist(sizes)
+    train, cal = calibration_datalists(data, group_key="race_code", fraction=0.1, seed=0)
+    ids = [d["case_id"] for d in data]
+    train_ids, cal_ids = [d["case_id"] for d in train], [d["case_id"] for d in cal]
+    assert len(cal) == n_cal and len(train) == len(data) - n_cal
+    assert sorted(train_ids + cal_ids) == sorted(ids)  # no case lost
+    assert not set(train_ids) & set(cal_ids) and len(set(train_ids + cal_ids)) == len(data)  # none repeated
+    assert train_ids == [i for i in ids if i in set(train_ids)]  # both keep the input order
+    assert cal_ids == [i for i in ids if i in set(cal_ids)]
+    got = {}
+    for d in cal:
+        got[(d["label"], d["race_code"])] = got.get((d["label"], d["race_code"]), 0) + 1
+    assert got == cells
+    assert all(d is data[ids.index(d["case_id"])] for d in train + cal)  # the cases themselves, unchanged
+    # the same split as calibration_split on the positions
+    pos_train, pos_cal = calibration_split(np.arange(len(data)), [d["label"] for d in data],
+                                           [d["race_code"] for d in data], fraction=0.1, seed=0)
+    assert cal_ids == [ids[i] for i in pos_cal] and train_ids == [ids[i] for i in pos_train]
+
+
+def test_calibration_datalists_is_seeded():
+    data = _datalist({(0, 0): 40, (0, 1): 20, (1, 0): 30, (1, 1): 10})
+    a = calibration_datalists(data, group_key="race_code", seed=3)
+    b = calibration_datalists(list(data), group_key="race_code", seed=3)
+    c = calibration_datalists(data, group_key="race_code", seed=4)
+    assert a == b
+    assert [d["case_id"] for d in a[1]] != [d["case_id"] for d in c[1]]
+
+
+def test_calibration_datalists_names_a_case_without_the_group_key():
+    data = _datalist({(0, 0): 5, (1, 1): 5})
+    del data[7]["race_code"]
+    with pytest.raises(KeyError) as e:
+        calibration_datalists(data, group_key="race_code", seed=0)
+    assert e.value.args[0] == ("calibration_datalists: case case007 has no key 'race_code' (keys: ['case_id', "
+                               "'image', 'label'])")
+    del data[2]["case_id"], data[2]["label"]
+    with pytest.raises(KeyError, match="case #2 has no key 'label'"):  # no case_id: its position
+        calibration_datalists(data, group_key="race_code", seed=0)
+
+
 # --- errors --------------------------------------------------------------------------------------------
 
 def test_densenet_raises():
@@ -394,8 +452,10 @@ def test_densenet_raises():
         FairViTLite(DenseNet121(spatial_dims=3, in_channels=1, out_channels=2), num_groups=2)
     assert str(e.value) == (
         "FairViTLite needs a fairmonai.networks.ViTClassifier (its masks act on the transformer blocks' qkv, "
-        "out_proj, linear1 and linear2), got DenseNet121: FairViT has no DenseNet or CNN form")
-    assert str(e.value) == NOT_A_VIT_MSG.format(type="DenseNet121", hint="")
+        "out_proj, linear1 and linear2), got DenseNet121: FairViT has no DenseNet or CNN form; give it a ViT "
+        "backbone (in a bundle, the ViT network overlay)")
+    assert str(e.value) == NOT_A_VIT_MSG.format(
+        type="DenseNet121", hint="; give it a ViT backbone (in a bundle, the ViT network overlay)")
 
 
 def test_plain_monai_vit_raises_with_hint():
