@@ -188,7 +188,11 @@ def test_method_overlay_trains(bundle, method, tmp_path):
             pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "eval" / "subgroups" / name),
                                           pd.read_csv(resumed / "eval" / "subgroups" / name))
         return
-    res = run_bundle(bundle, tmp_path, ["train.json", f"{method}.json"])
+    overlay = json.loads((bundle / "configs" / f"{method}.json").read_text())
+    vit_only = "FairViT" in json.dumps(overlay.get("network_def", {}))  # FairViT-lite exists for a ViT only
+    # 4 blocks for its 4 aux heads; 2 epochs: the line is refitted from the second on
+    extra = (["net_vit.json"], ["--vit_num_layers", "4", "--epochs", "2"]) if vit_only else ([], [])
+    res = run_bundle(bundle, tmp_path, ["train.json", f"{method}.json", *extra[0]], *extra[1])
     assert (tmp_path / "models" / "model.pt").is_file()
     _check_method_outputs(bundle, method, tmp_path, res.output)
 
@@ -226,6 +230,15 @@ def _check_method_outputs(bundle: Path, method: str, root: Path, output: str) ->
         weights = _weights(root / "models" / "model.pt")
         assert weights["fin.mu"].shape == net.fin.mu.shape and weights["fin.s"].shape == net.fin.s.shape
         assert "fairmonai.networks.FINPrepareBatch" in json.dumps(overlay)
+        checked = True
+    if isinstance(network, dict) and network.get("_target_", "").endswith("FairViTLite"):
+        # the distance loss is off in epoch 1 and its line refitted from epoch 2 on; masks and aux heads saved
+        assert "FairViT epoch 1: distance loss off" in output, output[-3000:]
+        assert "FairViT epoch 2: " in output, output[-3000:]  # a line, or off when one class only
+        weights = _weights(root / "models" / "model.pt")
+        varsigma = weights["varsigma"].numpy()
+        assert varsigma.shape == (3,) and ((varsigma > 0) & (varsigma < 4)).all()
+        assert "masks.block0_qkv" in weights and "aux_heads.0.1.weight" in weights
         checked = True
     assert checked, f"{method}.json: no check of what this method writes; add one to _check_method_outputs"
 
@@ -413,9 +426,10 @@ def test_runs_that_would_succeed_on_the_wrong_thing_are_refused(trained, monkeyp
     out = _refused(bundle, root, ["train.json"], monkeypatch)
     assert f"{model} holds a finished model: pass --overwrite True" in out
 
-    # a method that changes the loss (FairBatch changes only the batches, FIN the network)
+    # a method that changes the loss and nothing else (FairBatch changes only the batches, FIN the
+    # network, FairViT both: its refusal names the network first)
     method = next(m.name for m in sorted((bundle / "configs").glob("method_*.json"))
-                  if "loss" in json.loads(m.read_text()))
+                  if "loss" in json.loads(m.read_text()) and "network_def" not in json.loads(m.read_text()))
     out = _refused(bundle, root, ["train.json", method, "evaluate.json"], monkeypatch)
     assert "was trained with other settings than this evaluation (loss: trained with" in out
     assert "It was trained with configs ['train.json', 'smoke.json']" in out
