@@ -26,6 +26,10 @@ affected cases under ``spurious_components``. The tumour itself always has at le
 (stripes along axis 0, multiplying the body), ``difficulty`` (multiplies the standard deviation
 of the additive Gaussian noise, ``noise`` default 0.05), ``group_proportions`` /
 ``group_counts`` / ``metadata_from``.
+
+**DICOM fixture**: :func:`write_dicom_series` writes a volume as a DICOM MR series (one int16 slice
+per file, oblique geometry and shuffled file names allowed) for the tests of
+:mod:`fairmonai.data.preprocess.io`; the cohort itself stays NIfTI.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ __all__ = [
     "MIN_TUMOUR_VOXELS",
     "render_rectal_case",
     "make_rectal_mri",
+    "write_dicom_series",
 ]
 
 DATASET = "rectal_mri"
@@ -248,3 +253,126 @@ def make_rectal_mri(out_dir, n=None, seed=0, *, prevalence=None, cue_strength=0.
     if verbose:
         print(C.summary_line(DATASET, manifest, ATTRIBUTE, counts, "1", "pcr"), flush=True)
     return manifest
+
+
+def write_dicom_series(image: np.ndarray, out_dir, *, spacing=DEFAULT_SPACING, origin=(0.0, 0.0, 0.0),
+                       direction=None, series_uid: str | None = None, study_uid: str | None = None,
+                       series_description: str = "T2w", shuffle_names_seed: int | None = None,
+                       patient_id: str = "synth") -> str:
+    """Write a volume as a DICOM MR series, one slice per file (a fixture for the DICOM readers).
+
+    Geometry is LPS (SimpleITK's and DICOM's convention): slice ``k`` has
+    ``ImagePositionPatient = origin + k * spacing[2] * direction[:, 2]``,
+    ``ImageOrientationPatient = direction[:, 0], direction[:, 1]`` (row and column cosines),
+    ``PixelSpacing = (spacing[1], spacing[0])``, ``SliceThickness`` and ``SpacingBetweenSlices``
+    ``spacing[2]``; an oblique ``direction`` is kept. Pixels are int16 (``Rows = Y``,
+    ``Columns = X``) with one ``RescaleSlope`` / ``RescaleIntercept`` for the series, so the
+    floats come back to within ``(max - min) / 131068`` (1e-3 for a range up to 131). Files are
+    MR Image Storage, explicit VR little endian, with the 128-byte preamble. Other UIDs
+    (study, frame of reference, SOP instances) are new random UIDs (``pydicom.uid.generate_uid``)
+    unless given.
+
+    Args:
+        image: ``(X, Y, Z)`` array of finite numbers (``Z = 1`` gives a one-slice series).
+        out_dir: folder, created if needed; existing files are never overwritten.
+        spacing: ``(sx, sy, sz)`` mm, > 0.
+        origin: LPS position (mm) of voxel ``(0, 0, 0)``.
+        direction: 3x3 rotation (columns: the LPS directions of the x, y, z index axes);
+            default identity. It must have determinant +1: a DICOM series stores no slice axis,
+            readers stack slices along ``row x column``, so a left-handed direction would come
+            back with its slices reversed.
+        series_uid, study_uid: UIDs to write (default new).
+        series_description: ``SeriesDescription``.
+        shuffle_names_seed: when given, files get random 8-hex-digit names drawn from this seed
+            (so ordering by name is wrong); otherwise ``MR.<series_uid>.<k+1:04d>.dcm``.
+        patient_id: ``PatientID`` and ``PatientName``.
+
+    Returns:
+        the ``SeriesInstanceUID``.
+
+    Raises:
+        ValueError: a non-3-D or non-finite image, a bad spacing or direction, an existing file.
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+    from pydicom.valuerep import DSfloat
+
+    arr = np.asarray(image, dtype=np.float64)
+    if arr.ndim != 3 or min(arr.shape) < 1:
+        raise ValueError(f"image must be a non-empty (X, Y, Z) array, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError("image has non-finite values")
+    spacing = np.asarray(spacing, dtype=np.float64)
+    origin = np.asarray(origin, dtype=np.float64)
+    if spacing.shape != (3,) or not (spacing > 0).all():
+        raise ValueError(f"spacing must be three numbers > 0, got {spacing.tolist()}")
+    if origin.shape != (3,):
+        raise ValueError(f"origin must be three numbers, got {origin.tolist()}")
+    d = np.eye(3) if direction is None else np.asarray(direction, dtype=np.float64)
+    if d.shape != (3, 3) or not np.allclose(d.T @ d, np.eye(3), atol=1e-6) or np.linalg.det(d) < 0:
+        raise ValueError(f"direction must be a 3x3 rotation (orthonormal, determinant +1), got {d.tolist()}")
+
+    def ds_value(x: float) -> DSfloat:
+        return DSfloat(float(x), auto_format=True)
+
+    lo, hi = float(arr.min()), float(arr.max())
+    slope = ds_value((hi - lo) / 65534.0) if hi > lo else ds_value(1.0)
+    intercept = ds_value((hi + lo) / 2.0)
+    q = np.rint((arr - float(intercept)) / float(slope))
+    q = np.clip(q, -32768, 32767).astype("<i2")
+
+    X, Y, Z = arr.shape
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    series_uid = series_uid or generate_uid()
+    study_uid = study_uid or generate_uid()
+    frame_uid = generate_uid()
+    if shuffle_names_seed is None:
+        names = [f"MR.{series_uid}.{k + 1:04d}.dcm" for k in range(Z)]
+    else:
+        rng = np.random.default_rng(shuffle_names_seed)
+        names = []
+        while len(names) < Z:
+            name = f"{int(rng.integers(16 ** 8)):08x}.dcm"
+            if name not in names:
+                names.append(name)
+    clash = [n for n in names if (out / n).exists()]
+    if clash:
+        raise ValueError(f"{out}: file(s) {clash[:3]} exist; write_dicom_series does not overwrite")
+    iop = [ds_value(v) for v in (*d[:, 0], *d[:, 1])]
+    for k in range(Z):
+        sop_uid = generate_uid()
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = MRImageStorage
+        meta.MediaStorageSOPInstanceUID = sop_uid
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID = MRImageStorage
+        ds.SOPInstanceUID = sop_uid
+        ds.StudyInstanceUID = study_uid
+        ds.SeriesInstanceUID = series_uid
+        ds.FrameOfReferenceUID = frame_uid
+        ds.PatientID = patient_id
+        ds.PatientName = patient_id
+        ds.Modality = "MR"
+        ds.SeriesDescription = series_description
+        ds.SeriesNumber = 1
+        ds.InstanceNumber = k + 1
+        position = origin + k * spacing[2] * d[:, 2]
+        ds.ImagePositionPatient = [ds_value(v) for v in position]
+        ds.ImageOrientationPatient = iop
+        ds.SliceLocation = ds_value(position @ d[:, 2])
+        ds.PixelSpacing = [ds_value(spacing[1]), ds_value(spacing[0])]
+        ds.SliceThickness = ds_value(spacing[2])
+        ds.SpacingBetweenSlices = ds_value(spacing[2])
+        ds.Rows, ds.Columns = Y, X
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleSlope = slope
+        ds.RescaleIntercept = intercept
+        ds.RescaleType = "US"
+        ds.PixelData = np.ascontiguousarray(q[:, :, k].T).tobytes()  # (rows = Y, columns = X)
+        ds.save_as(out / names[k], enforce_file_format=True)
+    return str(series_uid)
