@@ -10,6 +10,47 @@ from .io import (
     read_image,
     read_mask,
 )
+from .geometry import (
+    BOX_MODES,
+    CONNECTIVITIES,
+    DEFAULT_CROP_SIZE,
+    DEFAULT_SPACING,
+    DEFAULT_SPATIAL_SIZE,
+    MIN_COMPONENT_VOXELS,
+    Box,
+    ComponentInfo,
+    Crop,
+    bounding_box,
+    crop_around,
+    mask_components,
+    mean_box_size,
+    pad_to_divisible,
+    ras_affine,
+    resample_isotropic,
+    zscore_inside,
+)
+from .cache import (
+    CSV_COLUMNS,
+    CSV_NAME,
+    CaseCrop,
+    PreprocessSettings,
+    crop_datalist,
+    preprocess_cohort,
+    preprocess_images,
+    read_preprocessing_csv,
+)
+
+# the MONAI transforms import torch: loaded on first use (fairmonai.data.preprocess.<name>)
+_TRANSFORMS = (
+    "LoadRectalCased",
+    "ResampleIsotropicd",
+    "MaskComponentsd",
+    "CropAroundMaskd",
+    "ZScoreInsided",
+    "SITKToMetaTensord",
+    "PadToDivisibled",
+    "sitk_to_metatensor",
+)
 
 __all__ = [
     "NIFTI_SUFFIXES",
@@ -19,4 +60,38 @@ __all__ = [
     "read_dicom_series",
     "read_image",
     "read_mask",
+    "BOX_MODES",
+    "CONNECTIVITIES",
+    "DEFAULT_CROP_SIZE",
+    "DEFAULT_SPACING",
+    "DEFAULT_SPATIAL_SIZE",
+    "MIN_COMPONENT_VOXELS",
+    "Box",
+    "ComponentInfo",
+    "Crop",
+    "bounding_box",
+    "crop_around",
+    "mask_components",
+    "mean_box_size",
+    "pad_to_divisible",
+    "ras_affine",
+    "resample_isotropic",
+    "zscore_inside",
+    "CSV_COLUMNS",
+    "CSV_NAME",
+    "CaseCrop",
+    "PreprocessSettings",
+    "crop_datalist",
+    "preprocess_cohort",
+    "preprocess_images",
+    "read_preprocessing_csv",
+    *_TRANSFORMS,
 ]
+
+
+def __getattr__(name: str):
+    if name in _TRANSFORMS:
+        from . import transforms
+
+        return getattr(transforms, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
