@@ -7,8 +7,15 @@ and tumour mask are found by path patterns such as ``{id}/t2.nii.gz`` and ``{id}
 Sex spellings ``M``/``F``/``male``/``female`` (any case) are read directly; numeric codes need
 ``male_code`` (and ``female_code``, default the other of 0/1), because cohorts differ on which
 number is male. Any other spelling is an error naming the row. Rows with a missing pCR or a missing
-sex are left out and counted. The split is seeded and stratified on pCR x sex
-(:func:`fairmonai.data.assign_splits`).
+sex are left out and counted.
+
+Split: a ``split`` column in the CSV (``split_column``) is used as given: ``train``, ``test`` or
+``val`` on every row (any letter case); anything else, an empty cell included, is an error naming
+the row. The training rows then get folds stratified on pCR x sex (seeded); ``val`` and ``test``
+rows get none. Without the column the split is seeded and stratified on pCR x sex
+(:func:`fairmonai.data.assign_splits`). Either way the summary ends with the cases per split x pCR
+x sex (:func:`split_label_sex_table`), e.g. the FaMI paper's train 130 (20 pCR; 95 male) and
+test 56 (11 pCR; 34 male).
 """
 
 from __future__ import annotations
@@ -19,12 +26,36 @@ from pathlib import Path
 import pandas as pd
 
 from ..manifest import ManifestError, is_missing
-from ._common import Conversion, PathBuilder, binary_text, line_of, number_text, read_table, require_columns, \
-    split_columns
+from ._common import Conversion, PathBuilder, binary_text, folds_of, line_of, number_text, read_table, \
+    require_columns, split_columns
 
-__all__ = ["SEX_SPELLINGS", "convert_rectal_mri", "normalise_sex"]
+__all__ = ["SEX_SPELLINGS", "SPLIT_VALUES", "convert_rectal_mri", "normalise_sex", "split_label_sex_table"]
 
 SEX_SPELLINGS = {"m": "male", "male": "male", "man": "male", "f": "female", "female": "female", "woman": "female"}
+#: the values a user's ``split`` column may hold (any letter case), in the order the summary shows them
+SPLIT_VALUES = ("train", "val", "test")
+_SEXES = ("female", "male")
+
+
+def split_label_sex_table(table: pd.DataFrame) -> str:
+    """Cases per split x pCR x sex as text: one row per split and label (splits in the order
+    train, val, test; both labels always shown), columns ``female``, ``male``, ``total``, and a
+    ``total`` row per split.
+
+    Args:
+        table: manifest rows with ``split``, ``label`` (``"0"``/``"1"``) and ``sex`` columns.
+    """
+    splits = [sp for sp in SPLIT_VALUES if (table["split"] == sp).any()]
+    rows = [("split", "pcr", *_SEXES, "total")]
+    for sp in splits:
+        part = table[table["split"] == sp]
+        for lab in ("0", "1", "total"):
+            sel = part if lab == "total" else part[part["label"] == lab]
+            counts = [int((sel["sex"] == g).sum()) for g in _SEXES]
+            rows.append((sp, lab, *map(str, counts), str(len(sel))))
+    widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) if k < 2 else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths))).rstrip()
+                     for r in rows)
 
 
 def normalise_sex(raw, *, male_code: str | None = None, female_code: str | None = None, file=None,
@@ -81,6 +112,7 @@ def convert_rectal_mri(
     sex_column: str = "sex",
     age_column: str | None = "age",
     site_column: str | None = "site",
+    split_column: str | None = "split",
     male_code: str | None = None,
     female_code: str | None = None,
     check_files: bool = True,
@@ -100,14 +132,18 @@ def convert_rectal_mri(
         id_column, label_column, sex_column: the CSV's columns for id, pCR (0/1, yes/no,
             true/false) and sex.
         age_column, site_column: optional columns, used when present in the CSV.
+        split_column: a column of ``train``/``test``/``val`` used as given when present in the CSV
+            (``None``: always make the seeded split).
         male_code, female_code: numeric sex codes (``female_code`` defaults to the other of 0/1).
         check_files: check that image and mask exist.
         missing_files: ``"error"`` or ``"drop"`` for cases whose files are missing.
-        train_fraction, num_folds, seed: the stratified split.
+        train_fraction, num_folds, seed: the stratified split (``train_fraction`` unused when the
+            CSV has a split column); folds of the training part.
 
     Raises:
-        ManifestError: a missing column, a duplicate id, an unknown sex or pCR spelling, a missing
-            file (policy ``error``), naming the CSV, row and column.
+        ManifestError: a missing column, a duplicate id, an unknown sex, pCR or split value, a
+            missing file (policy ``error``), naming the CSV, row and column; a given split with
+            exactly one training case (too few for folds).
     """
     csv = Path(csv)
     if female_code is None:
@@ -115,6 +151,7 @@ def convert_rectal_mri(
     table = read_table(csv)
     require_columns(table, [id_column, label_column, sex_column], csv)
     paths = PathBuilder(image_root, out, check_files=check_files, missing_files=missing_files)
+    given_split = bool(split_column) and split_column in table.columns
     conv = Conversion("rectal_mri", pd.DataFrame())
     seen: dict[str, int] = {}
     rows = []
@@ -130,6 +167,7 @@ def convert_rectal_mri(
         label = binary_text(rec[label_column], file=csv, row=line, column=label_column)
         sex = normalise_sex(rec[sex_column], male_code=male_code, female_code=female_code, file=csv, row=line,
                             column=sex_column)
+        split = _split_value(rec[split_column], file=csv, row=line, column=split_column) if given_split else None
         if label == "":
             conv.drop(f"pCR missing (column '{label_column}')")
             continue
@@ -146,12 +184,39 @@ def convert_rectal_mri(
             row["age"] = number_text(rec[age_column], file=csv, row=line, column=age_column)
         if site_column and site_column in table.columns:
             row["site"] = rec[site_column]
+        if given_split:
+            row["split"] = split
         rows.append(row)
     out_table = pd.DataFrame(rows)
-    if len(out_table):
-        out_table["split"], out_table["fold"] = split_columns(
-            out_table["label"], out_table["sex"], train_fraction=train_fraction, num_folds=num_folds, seed=seed)
+    if given_split:
+        if len(out_table):
+            train = (out_table["split"] == "train").to_numpy()
+            if train.sum() == 1:
+                only = out_table["case_id"][train].iloc[0]
+                raise ManifestError(f"the split column gives one training case ('{only}' after dropped rows); the "
+                                    f"training part needs at least 2 for its folds",
+                                    file=csv, column=split_column)
+            out_table["fold"] = ""
+            out_table.loc[train, "fold"] = folds_of(
+                [out_table.loc[train, "label"].tolist(), out_table.loc[train, "sex"].tolist()], num_folds=num_folds,
+                seed=seed)
+        conv.notes.append(f"split: as given in column '{split_column}' of {csv.name}; {num_folds} folds of the "
+                          f"training part, seeded (seed {seed}) and stratified on pCR x sex")
+    else:
+        if len(out_table):
+            out_table["split"], out_table["fold"] = split_columns(
+                out_table["label"], out_table["sex"], train_fraction=train_fraction, num_folds=num_folds, seed=seed)
+        conv.notes.append(f"split: seeded (seed {seed}) stratified on pCR x sex, train fraction {train_fraction}, "
+                          f"{num_folds} folds of the training part")
     conv.table = out_table
-    conv.notes.append(f"split: seeded (seed {seed}) stratified on pCR x sex, train fraction {train_fraction}, "
-                      f"{num_folds} folds of the training part")
+    if len(out_table):
+        conv.notes.append("cases per split x pCR x sex:\n" + split_label_sex_table(out_table))
     return conv
+
+
+def _split_value(raw, *, file, row: int, column: str) -> str:
+    """A split cell as ``train``/``val``/``test``; ``ManifestError`` naming the row for anything else."""
+    v = "" if is_missing(raw) else str(raw).strip().lower()
+    if v not in SPLIT_VALUES:
+        raise ManifestError(f"split '{raw}' is not one of {list(SPLIT_VALUES)}", file=file, row=row, column=column)
+    return v

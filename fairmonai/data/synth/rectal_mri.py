@@ -25,7 +25,73 @@ affected cases under ``spurious_components``. The tumour itself always has at le
 **Knobs** (attribute ``sex``: female, male): ``prevalence`` (pCR rate, exact), ``cue_strength``
 (stripes along axis 0, multiplying the body), ``difficulty`` (multiplies the standard deviation
 of the additive Gaussian noise, ``noise`` default 0.05), ``group_proportions`` /
-``group_counts`` / ``metadata_from``.
+``group_counts`` / ``metadata_from``; and, for this dataset, ``split_counts``, ``label_signal``,
+``sites`` (below).
+
+**The paper's counts** (``split_counts="paper"``): the FaMI paper (Sadri et al., cohort C2)
+reports only the margins: train 130 (20 pCR / 110 non-pCR; 95 male / 35 female), test 56
+(11 / 45; 34 / 22). The joint cells chosen here (:data:`PAPER_SPLIT_COUNTS`):
+
+=====  ======  =========  =============  =====
+split  sex     pCR (1)    non-pCR (0)    total
+=====  ======  =========  =============  =====
+train  female  14         21             35
+train  male    6          89             95
+test   female  4          18             22
+test   male    7          27             34
+=====  ======  =========  =============  =====
+
+Why: in **train** pCR is planted on sex (40 % of women against 6.3 % of men; phi(sex, pCR) =
+0.41, odds ratio 9.9), so sex predicts the label and a model that can see sex is rewarded for
+using it. In **test** pCR is as independent of sex as whole numbers allow (4/22 = 18 % against
+7/34 = 21 %, phi = -0.03: the 11 pCR split 22:34 would be 4.3 : 6.7): the shortcut earns nothing
+there, and a model that leaned on it shows it as a gap in TPR and FPR between the sexes
+(over-calling pCR in women, missing it in men), the gap FaMI is meant to shrink. The minority sex
+carries the high training rate so the shortcut flags the smaller group.
+
+**The planted sex shortcut** needs two things: the cells above (sex correlates with pCR in
+training) *and* sex visible in the image, through the stripe cue (``cue_strength`` > 0: 5 cycles
+across axis 0 for women, 11 for men at X = 32, 16 and 32 at X = 96; see
+:func:`~fairmonai.data.synth.common.cue_cycles`). With ``cue_strength=0`` sex is invisible and no
+image model can use it. The real signal (the tumour) is weakened with ``label_signal`` < 1 so
+that the shortcut is the easier cue. The bundle default::
+
+    "synthetic_cohort": {"split_counts": "paper", "cue_strength": 3.0, "label_signal": 0.5, "sites": 4}
+
+Measured at shape (32, 32, 8) with that default (``tests/data/test_rectal_cohort.py``): the
+image's sex (the stronger of the two stripe frequencies of the mean profile along axis 0) is
+right for 186 of 186 cases; a logistic regression fitted on train on the tumour's mean
+intensity and that image sex puts weight +1.2 (standardised) on female beside -1.9 on the
+intensity, and on test gives a false-positive rate of 0.56 for women against 0.04 for men
+(without the sex feature: 0.17 against 0.19). A plain 3-D CNN (three conv layers, per-image
+z-scored input, 80 epochs on CPU, one-off check, not a test) used sex at ``cue_strength`` 3:
+re-rendering each test case with the other sex's stripes moved its predicted pCR probability by
++0.24 and +0.56 (two seeds) towards the female version; at ``cue_strength`` 1 by 0.00 and 0.01
+(the stripes, a 10 % modulation, were not picked up), hence 3. That small CNN did not learn the
+tumour at this size (test AUC about 0.5 at either strength); check both at the bundle's shape.
+The stripes survive the rectal preprocessing (:mod:`fairmonai.data.preprocess`: 1 mm linear
+resampling, 79 x 79 x 40 crop around the tumour, z-score): at the default shape their periods,
+4.5 mm (women) and 2.25 mm (men), stayed among the three strongest peaks of the crop's profile
+along axis 0 (six cases checked once).
+
+``split_counts`` also takes any cells, as a mapping ``{split: {sex: {label: count}}}`` (splits
+``train`` and ``test``; cells not named hold 0) or the text ``"train/female/1=14,..."``. The
+manifest's ``split`` column then holds exactly those cases, in shuffled order; the training
+part's ``fold`` column is stratified on pCR x sex (seeded as :func:`fairmonai.data.assign_splits`
+seeds its folds, ``seed + 1``). It fixes sizes, sexes and labels, so it is given without ``n``
+(or with ``n`` equal to its total) and without ``prevalence``, ``group_proportions``,
+``group_counts`` and ``metadata_from``.
+
+**Label signal** (``label_signal`` in [0, 1], default 1): every tumour parameter of each class
+(radius range, mean, texture) is moved towards the midpoint of the two classes,
+``v(s) = v + (1 - s) (mid - v)``: 1 keeps the classes as above, 0 makes them identical (pCR then
+not learnable from the image).
+
+**Sites** (``sites``, default 0 = no column): an integer K >= 1 adds a ``site`` column
+(``site1`` .. ``siteK``, the paper pooled four institutions): equal counts (largest remainder,
+ties to the lower site), shuffled by a generator of its own (``SeedSequence(seed,
+spawn_key=(2,))``), so adding sites changes nothing else. Sites are bookkeeping only: they do
+not change the images.
 
 **DICOM fixture**: :func:`write_dicom_series` writes a volume as a DICOM MR series (one int16 slice
 per file, oblique geometry and shuffled file names allowed) for the tests of
@@ -34,6 +100,7 @@ per file, oblique geometry and shuffled file names allowed) for the tests of
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +108,7 @@ import pandas as pd
 from scipy import ndimage
 
 from ..manifest import load_schema
+from ..splits import strata_keys, stratified_kfold
 from . import common as C
 
 __all__ = [
@@ -53,6 +121,9 @@ __all__ = [
     "DEFAULT_SPURIOUS_FRACTION",
     "MAX_SPURIOUS_VOXELS",
     "MIN_TUMOUR_VOXELS",
+    "PAPER_SPLIT_COUNTS",
+    "SPLIT_COUNT_PRESETS",
+    "parse_split_counts",
     "render_rectal_case",
     "make_rectal_mri",
     "write_dicom_series",
@@ -70,6 +141,139 @@ MAX_SPURIOUS_VOXELS = 19
 MIN_TUMOUR_VOXELS = 27
 _TUMOUR = {"1": ((0.13, 0.21), 0.50, 0.03), "0": ((0.18, 0.28), 0.60, 0.08)}  # radius / h, mean, texture
 _MEAN_JITTER = 0.03
+_SPLITS = ("train", "test")
+_LABELS = ("0", "1")
+
+#: FaMI cohort C2's margins with the joint cells chosen here (see the module docstring):
+#: split -> sex -> pCR label -> cases.
+PAPER_SPLIT_COUNTS = {
+    "train": {"female": {"0": 21, "1": 14}, "male": {"0": 89, "1": 6}},
+    "test": {"female": {"0": 18, "1": 4}, "male": {"0": 27, "1": 7}},
+}
+#: named presets of ``split_counts``
+SPLIT_COUNT_PRESETS = {"paper": PAPER_SPLIT_COUNTS}
+#: knobs that ``split_counts`` replaces
+_CELL_CONFLICTS = ("prevalence", "group_proportions", "group_counts", "metadata_from")
+
+
+def parse_split_counts(spec, groups=("female", "male")) -> dict[str, dict[str, dict[str, int]]] | None:
+    """The ``split_counts`` knob as ``{split: {sex: {label: count}}}`` with every cell present.
+
+    Accepts ``None`` (-> ``None``), a preset name (``"paper"``, any case), a mapping
+    ``{split: {sex: {label: count}}}`` or the text ``"split/sex/label=count,..."``. Splits are
+    ``train`` and ``test``, sexes the schema's, labels ``0`` and ``1`` (keys compared as
+    strings); cells not named hold 0.
+
+    Raises:
+        ValueError: an unknown preset, split, sex or label, a malformed item, a count that is not
+            a whole number >= 0, a cell given twice, fewer than 2 training cases; each naming the
+            value.
+    """
+    if spec is None:
+        return None
+    groups = [str(g) for g in groups]
+    if isinstance(spec, str):
+        text = spec.strip()
+        if "=" not in text:
+            preset = SPLIT_COUNT_PRESETS.get(text.lower())
+            if preset is None:
+                raise ValueError(f"split_counts: unknown preset '{spec}'; presets are {sorted(SPLIT_COUNT_PRESETS)} "
+                                 "(or give cells as 'split/sex/label=count,...' or a mapping)")
+            spec = preset
+        else:
+            nested: dict = {}
+            for part in (q.strip() for q in text.split(",")):
+                if not part:
+                    continue
+                key, _, value = part.partition("=")
+                path = [k.strip() for k in key.split("/")]
+                if len(path) != 3 or "=" in value:
+                    raise ValueError(f"split_counts: item '{part}' is not of the form split/sex/label=count")
+                cell = nested.setdefault(path[0], {}).setdefault(path[1], {})
+                if path[2] in cell:
+                    raise ValueError(f"split_counts: cell '{key.strip()}' is given twice")
+                cell[path[2]] = value.strip()
+            spec = nested
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"split_counts: expected a preset name, 'split/sex/label=count,...' or a mapping, "
+                         f"got {spec!r}")
+    out = {sp: {g: {lab: 0 for lab in _LABELS} for g in groups} for sp in _SPLITS}
+    for sp, by_sex in spec.items():
+        sp = str(sp).strip()
+        if sp not in _SPLITS:
+            raise ValueError(f"split_counts: unknown split '{sp}'; expected one of {list(_SPLITS)}")
+        if not isinstance(by_sex, Mapping):
+            raise ValueError(f"split_counts: split '{sp}' must map sex -> label -> count, got {by_sex!r}")
+        for g, by_label in by_sex.items():
+            g = str(g).strip()
+            if g not in groups:
+                raise ValueError(C.ERR_UNKNOWN_GROUP.format(knob="split_counts", name=g, attribute=ATTRIBUTE,
+                                                            groups=groups))
+            if not isinstance(by_label, Mapping):
+                raise ValueError(f"split_counts: '{sp}/{g}' must map label -> count, got {by_label!r}")
+            for lab, count in by_label.items():
+                lab = str(lab).strip()
+                if lab not in _LABELS:
+                    raise ValueError(f"split_counts: unknown label '{lab}' in '{sp}/{g}'; expected one of "
+                                     f"{list(_LABELS)}")
+                x = C.parse_number(count, "split_counts")
+                if x < 0 or not x.is_integer():
+                    raise ValueError(f"split_counts: count {count} of '{sp}/{g}/{lab}' is not a whole number >= 0")
+                out[sp][g][lab] = int(x)
+    n_train = sum(sum(v.values()) for v in out["train"].values())
+    if n_train < 2:
+        raise ValueError(f"split_counts: the training part has {n_train} case(s); at least 2 are needed for its folds")
+    return out
+
+
+def _cell_plan(cells: Mapping, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(split, sex, label)`` object arrays (N,) holding each cell's count, in a seeded random order."""
+    rows = [(sp, g, lab) for sp, by_sex in cells.items() for g, by_label in by_sex.items()
+            for lab, count in by_label.items() for _ in range(count)]
+    order = rng.permutation(len(rows))
+    split, sex, label = (np.array([rows[i][k] for i in order], dtype=object) for k in range(3))
+    return split, sex, label
+
+
+def _cell_folds(split: np.ndarray, sex: np.ndarray, label: np.ndarray, seed: int) -> np.ndarray:
+    """``fold`` cells: the training part stratified on pCR x sex (as :func:`fairmonai.data.assign_splits`
+    makes its folds: :func:`fairmonai.data.splits.stratified_kfold` with ``seed + 1``), ``""`` on test."""
+    fold = np.full(len(split), "", dtype=object)
+    train = np.flatnonzero(split == "train")
+    strata = strata_keys(list(label[train]), list(sex[train]))
+    folds = stratified_kfold(strata, num_folds=min(C.NUM_FOLDS, len(train)), seed=seed + 1)
+    fold[train] = [str(int(f)) for f in folds]
+    return fold
+
+
+def _parse_sites(value) -> int:
+    x = C.parse_number(0 if value is None else value, "sites")
+    if x < 0 or not x.is_integer():
+        raise ValueError(f"sites {value} must be a whole number >= 0")
+    return int(x)
+
+
+def _site_column(n: int, sites: int, seed: int) -> np.ndarray:
+    """``site1`` .. ``siteK`` in equal counts, shuffled by the generator ``SeedSequence(seed, spawn_key=(2,))``."""
+    names = [f"site{k + 1}" for k in range(sites)]
+    counts = C.apportion(n, {s: 1.0 / sites for s in names}, names) if n >= sites else \
+        {s: int(k < n) for k, s in enumerate(names)}
+    rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(2,)))
+    return C.assign_groups(counts, rng)
+
+
+def _tumour_params(pcr: bool, label_signal: float = 1.0):
+    """``((radius lo, hi) / h, mean, texture)`` of a class, moved towards the classes' midpoint by
+    ``1 - label_signal`` (exactly the table's values at 1)."""
+    own, other = _TUMOUR["1" if pcr else "0"], _TUMOUR["0" if pcr else "1"]
+    if label_signal == 1.0:
+        return own
+    t = 1.0 - float(label_signal)
+
+    def mix(a, b):
+        return a + t * ((a + b) / 2.0 - a)
+
+    return ((mix(own[0][0], other[0][0]), mix(own[0][1], other[0][1])), mix(own[1], other[1]), mix(own[2], other[2]))
 
 
 def _anatomy(shape, spacing, rng):
@@ -95,7 +299,8 @@ def _anatomy(shape, spacing, rng):
 
 def render_rectal_case(rng: np.random.Generator, shape=DEFAULT_SHAPE, spacing=DEFAULT_SPACING, *, pcr: bool,
                        group_index: int = 0, num_groups: int = 2, cue_strength: float = 0.0,
-                       noise: float = DEFAULT_NOISE, spurious: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                       noise: float = DEFAULT_NOISE, spurious: int = 0,
+                       label_signal: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """One T2w-like volume and its tumour mask (see the module docstring).
 
     Args:
@@ -105,6 +310,8 @@ def render_rectal_case(rng: np.random.Generator, shape=DEFAULT_SHAPE, spacing=DE
         group_index, num_groups, cue_strength: the stripe cue along axis 0.
         noise: standard deviation of the additive Gaussian noise (already times the difficulty).
         spurious: number (0-2) of small spurious components added to the mask.
+        label_signal: in [0, 1], how far the tumour's class parameters stay apart (1: as in the
+            module docstring; 0: pCR and non-pCR tumours drawn alike).
 
     Returns:
         ``(image, mask)``: float32 and uint8 arrays of shape ``(X, Y, Z)``.
@@ -114,7 +321,7 @@ def render_rectal_case(rng: np.random.Generator, shape=DEFAULT_SHAPE, spacing=DE
     plane, (rcx, rcy), wall_r, h, body = _anatomy(shape, spacing, rng)
     img = np.repeat(plane[:, :, None], Z, axis=2)
     # tumour: ellipsoid centred on the rectal wall
-    (lo, hi), mean, texture = _TUMOUR["1" if pcr else "0"]
+    (lo, hi), mean, texture = _tumour_params(pcr, label_signal)
     radius = rng.uniform(lo, hi) * h * rng.uniform(0.9, 1.1, size=3)
     radius = np.maximum(radius, 1.5 * np.array(spacing))
     theta = rng.uniform(0, 2 * np.pi)
@@ -169,7 +376,7 @@ def _add_spurious(mask: np.ndarray, body: np.ndarray, count: int, rng: np.random
 def make_rectal_mri(out_dir, n=None, seed=0, *, prevalence=None, cue_strength=0.0, difficulty=None,
                     group_proportions=None, group_counts=None, metadata_from=None, shape=DEFAULT_SHAPE,
                     spacing=DEFAULT_SPACING, noise=DEFAULT_NOISE, spurious_fraction=DEFAULT_SPURIOUS_FRACTION,
-                    verbose: bool = False) -> Path:
+                    split_counts=None, label_signal=1.0, sites=0, verbose: bool = False) -> Path:
     """Write a synthetic ``rectal_mri`` cohort: ``images/`` and ``masks/rectal_NNNNN.nii.gz``, manifest.
 
     Args:
@@ -183,12 +390,25 @@ def make_rectal_mri(out_dir, n=None, seed=0, *, prevalence=None, cue_strength=0.
         noise: base standard deviation of the additive Gaussian noise.
         spurious_fraction: share of masks that get 1-2 spurious components (exact:
             ``round_half_up(n * fraction)`` cases, chosen at random).
+        split_counts: cases per split x sex x pCR (:func:`parse_split_counts`): ``"paper"``
+            (:data:`PAPER_SPLIT_COUNTS`, 186 cases), a mapping or ``"split/sex/label=count,..."``;
+            default ``None``: ``n`` cases, split 70/30 stratified on pCR x sex.
+        label_signal: in [0, 1], how far pCR and non-pCR tumours stay apart (default 1).
+        sites: number of sites in a ``site`` column (default 0: no column).
 
     Returns:
         path of ``manifest.csv``.
 
     Raises:
-        ValueError: a bad knob, naming the value.
+        ValueError: a bad knob, naming the value; ``split_counts`` with a knob it replaces or with
+            an ``n`` other than its total.
+
+    Example:
+        The paper's counts with the planted sex shortcut, as a bundle config gives them to
+        :func:`fairmonai.data.cohort_cache.ensure_cohort`::
+
+            "synthetic_cohort": {"split_counts": "paper", "cue_strength": 3.0, "label_signal": 0.5, "sites": 4},
+            "manifest": "$fairmonai.data.cohort_cache.ensure_cohort('rectal_mri', @dataset_dir, seed=@seed, **@synthetic_cohort)"
     """
     seed = C.check_seed(seed)
     groups = list(load_schema(DATASET).attributes[ATTRIBUTE].categories)
@@ -200,10 +420,25 @@ def make_rectal_mri(out_dir, n=None, seed=0, *, prevalence=None, cue_strength=0.
     diff = C.parse_difficulty(difficulty, groups, attribute=ATTRIBUTE)
     if cue > 0:
         C.cue_cycles(shape[0], len(groups))
+    signal = C.parse_fraction(label_signal, "label_signal")
+    n_sites = _parse_sites(sites)
+    cells = parse_split_counts(split_counts, groups)
     rng = C.cohort_rng(seed)
-    plan = C.plan_cohort(DATASET, n, rng, attribute=ATTRIBUTE, groups=groups, group_proportions=group_proportions,
-                         group_counts=group_counts, prevalence=prevalence, default_prevalence=DEFAULT_PREVALENCE,
-                         metadata_from=metadata_from)
+    if cells is not None:
+        given = {"prevalence": prevalence, "group_proportions": group_proportions, "group_counts": group_counts,
+                 "metadata_from": metadata_from}
+        clash = [k for k in _CELL_CONFLICTS if given[k] is not None]
+        if clash:
+            raise ValueError(f"split_counts fixes the sexes, labels and splits: give none of {clash} with it")
+        total = sum(c for by_sex in cells.values() for by_label in by_sex.values() for c in by_label.values())
+        if n is not None and C.parse_number(n, "n") != total:
+            raise ValueError(f"split_counts: the cells sum to {total}, but n={n}")
+        split, case_groups, labels = _cell_plan(cells, rng)
+        plan = C.CohortPlan(total, ATTRIBUTE, case_groups, case_groups.copy(), labels, None, None)
+    else:
+        plan = C.plan_cohort(DATASET, n, rng, attribute=ATTRIBUTE, groups=groups, group_proportions=group_proportions,
+                             group_counts=group_counts, prevalence=prevalence, default_prevalence=DEFAULT_PREVALENCE,
+                             metadata_from=metadata_from)
     if plan.records is not None:
         ages = [C.number_text(r.get("age")) for r in plan.records]
     else:
@@ -211,7 +446,10 @@ def make_rectal_mri(out_dir, n=None, seed=0, *, prevalence=None, cue_strength=0.
     n_spurious = np.zeros(plan.n, dtype=int)
     chosen = rng.permutation(plan.n)[:C.round_half_up(plan.n * spurious_fraction)]
     n_spurious[chosen] = rng.integers(1, 3, size=len(chosen))
-    split, fold = C.split_columns(plan.labels, plan.groups, seed)
+    if cells is not None:
+        fold = _cell_folds(split, plan.groups, plan.labels, seed)
+    else:
+        split, fold = C.split_columns(plan.labels, plan.groups, seed)
 
     out = C.prepare_out_dir(out_dir)
     (out / "images").mkdir(exist_ok=True)
@@ -222,7 +460,8 @@ def make_rectal_mri(out_dir, n=None, seed=0, *, prevalence=None, cue_strength=0.
         g = plan.render_groups[i]
         img, mask = render_rectal_case(C.case_rng(seed, i), shape, spacing, pcr=plan.labels[i] == "1",
                                        group_index=groups.index(g), num_groups=len(groups), cue_strength=cue,
-                                       noise=base_noise * diff[g], spurious=int(n_spurious[i]))
+                                       noise=base_noise * diff[g], spurious=int(n_spurious[i]),
+                                       label_signal=signal)
         C.write_nifti(out / "images" / f"{cid}.nii.gz", img, spacing)
         C.write_nifti(out / "masks" / f"{cid}.nii.gz", mask, spacing)
         progress.step(i + 1)
@@ -231,23 +470,29 @@ def make_rectal_mri(out_dir, n=None, seed=0, *, prevalence=None, cue_strength=0.
         "case_id": ids, "image": [f"images/{c}.nii.gz" for c in ids], "mask": [f"masks/{c}.nii.gz" for c in ids],
         "label": plan.labels, ATTRIBUTE: plan.groups, "age": ages, "split": split, "fold": fold,
     })
+    if n_sites:
+        table.insert(table.columns.get_loc("split"), "site", _site_column(plan.n, n_sites, seed))
     counts = C.count_table(plan.groups, plan.labels, groups, ["0", "1"])
     cohort = {
         "dataset": DATASET, "seed": seed, "n": plan.n, "group_attribute": ATTRIBUTE, "groups": groups,
         "knobs": {"prevalence": plan.prevalence, "cue_strength": cue, "difficulty": diff,
                   "group_proportions": group_proportions, "group_counts": group_counts,
                   "metadata_from": None if metadata_from is None else str(metadata_from), "noise": base_noise,
-                  "spurious_fraction": spurious_fraction},
+                  "spurious_fraction": spurious_fraction, "split_counts": cells, "label_signal": signal,
+                  "sites": n_sites},
         "image": {"shape": list(shape), "spacing": list(spacing), "dtype": "float32", "mask_dtype": "uint8",
                   "format": "nifti", "axes": "0 = x, 1 = y (in-plane), 2 = z (slices)",
                   "noise_region": "corner blocks [:X//8, :Y//8, :] (air)"},
         "cue": {"axis": 0, "amplitude_per_strength": C.CUE_AMPLITUDE,
                 "cycles": dict(zip(groups, C.cue_cycles(shape[0], len(groups))))},
         "label": {"name": "pcr", "tumour": {k: {"radius_fraction_of_half_fov": list(v[0]), "mean": v[1],
-                                                 "texture": v[2]} for k, v in _TUMOUR.items()}},
+                                                 "texture": v[2]}
+                                             for k, v in ((k, _tumour_params(k == "1", signal)) for k in _TUMOUR)}},
         "spurious_components": {ids[i]: int(n_spurious[i]) for i in range(plan.n) if n_spurious[i]},
         "max_spurious_voxels": MAX_SPURIOUS_VOXELS,
         "counts": counts, "splits": C.split_counts(split),
+        "split_cells": {sp: C.count_table(plan.groups[split == sp], plan.labels[split == sp], groups, list(_LABELS))
+                        for sp in _SPLITS},
     }
     manifest = C.write_outputs(out, DATASET, table, cohort)
     if verbose:
