@@ -285,3 +285,30 @@ def test_converter_one_training_case_is_refused(capsys, tmp_path):
     rc, _, err = convert(capsys, "rectal_mri", csv, tmp_path, "--out", tmp_path / "m.csv", "--no-check-files")
     assert rc == 2
     assert "column 'split': the split column gives one training case ('A' after dropped rows)" in err
+
+
+def test_spurious_components_fall_under_the_20_voxel_rule_after_resampling(tmp_path):
+    """Every spurious mask box stays under 20 voxels after the 1 mm resampling, so the preprocessing's
+    component rule leaves the tumour alone (one kept component per case) and the union box is the
+    tumour's; before the bound a 2 x 2 x 2 box (24 voxels at 1 mm) survived."""
+    import SimpleITK as sitk
+
+    from fairmonai.data.preprocess import mask_components, read_image, read_mask, resample_isotropic
+    from fairmonai.data.synth import make_cohort
+
+    manifest = make_cohort("rectal_mri", tmp_path / "c", 16, 5, shape=(32, 32, 8), spurious_fraction=1.0)
+    cohort = json.loads((tmp_path / "c" / "cohort.json").read_text())
+    assert len(cohort["spurious_components"]) == 16
+    import pandas as pd
+
+    table = pd.read_csv(manifest)
+    for r in table.itertuples():
+        image = read_image(tmp_path / "c" / r.image, case=r.case_id)
+        mask = read_mask(tmp_path / "c" / r.mask, image, case=r.case_id)
+        native = sitk.GetArrayFromImage(sitk.ConnectedComponent(mask, False))
+        assert native.max() == 1 + cohort["spurious_components"][r.case_id]
+        _, mask_1mm = resample_isotropic(image, mask)
+        _, info = mask_components(mask_1mm, min_voxels=20, case=r.case_id)
+        # a box thinner than 1 mm can fall between the 1 mm centres and vanish: at most as many dropped
+        assert info.n_kept == 1 and info.n_dropped <= cohort["spurious_components"][r.case_id], r.case_id
+        assert all(size < 20 for size in info.dropped_sizes)

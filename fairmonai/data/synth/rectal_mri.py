@@ -16,7 +16,8 @@ x U(0.9, 1.1)), darker (mean 0.50 against 0.60, + N(0, 0.03) per case) and more 
 the classes well but not perfectly.
 
 **Spurious mask components**: in a share ``spurious_fraction`` (default 0.2) of the cases, one or
-two small boxes of 2-18 voxels (< 20) are added to the *mask only* (annotation noise), at least
+two small boxes of 2-18 voxels (< 20, and < 20 after resampling to 1 mm where the spacing allows)
+are added to the *mask only* (annotation noise), at least
 two voxels from the tumour and from each other, so they are separate 26-connected components. A
 connected-components step keeping the largest component removes them; ``cohort.json`` lists the
 affected cases under ``spurious_components``. The tumour itself always has at least
@@ -345,12 +346,24 @@ def render_rectal_case(rng: np.random.Generator, shape=DEFAULT_SHAPE, spacing=DE
     img = img + noise * rng.standard_normal(shape)
     mask = tumour.astype(np.uint8)
     if spurious:
-        _add_spurious(mask, body, spurious, rng)
+        _add_spurious(mask, body, spurious, rng, spacing)
     return img.astype(np.float32), mask
 
 
-def _add_spurious(mask: np.ndarray, body: np.ndarray, count: int, rng: np.random.Generator) -> None:
-    """Add ``count`` boxes of < 20 voxels inside the body, >= 2 voxels clear of everything in ``mask``."""
+def _add_spurious(mask: np.ndarray, body: np.ndarray, count: int, rng: np.random.Generator,
+                  spacing=DEFAULT_SPACING) -> None:
+    """Add ``count`` boxes of < 20 voxels inside the body, >= 2 voxels clear of everything in ``mask``.
+
+    A box is small on both grids: at most :data:`MAX_SPURIOUS_VOXELS` voxels on the acquisition grid,
+    and under 20 voxels after resampling to 1 mm, bounded by the product over the axes of
+    ``ceil(size_i * spacing_i)`` (a half-open extent of ``L`` mm holds at most ``ceil(L)`` centres of a
+    1 mm grid); nor does a box touch the last row, column or slice (see below). Without the second bound a 2 x 2 x 2 box at 0.75 x 0.75 x 3 mm (8 voxels) covers
+    24 voxels at 1 mm, survives the 20-voxel rule of the rectal preprocessing and can pull its union
+    bounding box off the tumour."""
+    small = {(a, b, c) for a in range(1, 4) for b in range(1, 4) for c in range(1, 3)
+             if 2 <= a * b * c <= MAX_SPURIOUS_VOXELS}
+    resampled_small = {t for t in small if np.prod(np.ceil(np.multiply(t, spacing) - 1e-9)) < 20}
+    allowed = resampled_small or small  # voxels of 2 mm or more: no 2-voxel box stays under 20 at 1 mm
     X, Y, Z = mask.shape
     cube = np.ones((3, 3, 3), dtype=bool)
     blocked = ndimage.binary_dilation(mask > 0, structure=cube, iterations=2)
@@ -360,9 +373,11 @@ def _add_spurious(mask: np.ndarray, body: np.ndarray, count: int, rng: np.random
             break
         while True:
             size = rng.integers(1, [4, 4, 3])
-            if 2 <= size.prod() <= MAX_SPURIOUS_VOXELS:
+            if tuple(int(v) for v in size) in allowed:
                 break
-        corner = rng.integers(0, [X - size[0] + 1, Y - size[1] + 1, Z - size[2] + 1])
+        # not on the last row, column or slice: a resampler that extends the last voxel past its centre
+        # (the rectal preprocessing's) would grow a box there by up to 2 slices
+        corner = rng.integers(0, [X - size[0], Y - size[1], Z - size[2]])
         sl = tuple(slice(c, c + s) for c, s in zip(corner, size))
         if blocked[sl].any() or not body[sl[0], sl[1]].all():
             continue
