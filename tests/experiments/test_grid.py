@@ -182,7 +182,7 @@ def test_expand_errors(tmp_path, kwargs, message):
 
 
 @pytest.mark.parametrize("bundle, names", [
-    ("oct_glaucoma_fami", ["demo", "fami_seeds"]),
+    ("oct_glaucoma_fami", ["demo", "fami_seeds", "table2"]),
     ("mama_mia_fairmedseg", ["hard_subgroup", "sweep", "table1"]),
 ])
 def test_the_bundles_experiment_files_are_valid(bundle, names):
