@@ -32,7 +32,9 @@ class ViTClassifier(nn.Module):
         spatial_dims: 2 or 3 (default 3).
         qkv_bias: bias in the attention projections (default False, MONAI's default).
 
-    Input ``(B, in_channels, *img_size)``; output ``(B, num_classes)`` logits.
+    Input ``(B, in_channels, *img_size)``; output ``(B, num_classes)`` logits. The blocks' unused
+    cross-attention LayerNorms are frozen (``requires_grad`` False) so the model trains under
+    ``DistributedDataParallel`` without ``find_unused_parameters``.
 
     Raises:
         ValueError: ``img_size`` not divisible by ``patch_size``.
@@ -63,6 +65,12 @@ class ViTClassifier(nn.Module):
             num_layers=num_layers, num_heads=num_heads, classification=True, num_classes=num_classes,
             dropout_rate=dropout_rate, spatial_dims=spatial_dims, post_activation=None, qkv_bias=qkv_bias,
         )
+        # MONAI's TransformerBlock builds a cross-attention LayerNorm even without cross-attention; it never
+        # gets a gradient, and DistributedDataParallel stops on parameters unused in the loss. Frozen, DDP
+        # skips them (the state dict keeps its keys, so checkpoints load either way).
+        for block in self.vit.blocks:
+            if not getattr(block, "with_cross_attention", False) and hasattr(block, "norm_cross_attn"):
+                block.norm_cross_attn.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits, _ = self.vit(x)

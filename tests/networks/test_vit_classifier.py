@@ -39,3 +39,19 @@ def test_torchscript_matches_eager():
 def test_indivisible_size():
     with pytest.raises(ValueError, match=r"img_size \[20, 20, 20\] must be divisible by patch_size \[8, 8, 8\]"):
         ViTClassifier(in_channels=1, img_size=20, patch_size=8)
+
+
+def test_every_trainable_parameter_gets_a_gradient():
+    """DistributedDataParallel stops on trainable parameters unused in the loss: MONAI's blocks carry a
+    cross-attention LayerNorm that no forward uses; it is frozen, and every other parameter gets a gradient."""
+    import torch
+
+    from fairmonai.networks import ViTClassifier
+
+    net = ViTClassifier(1, (32, 32, 32), 8, hidden_size=48, mlp_dim=96, num_layers=2, num_heads=4)
+    net(torch.randn(2, 1, 32, 32, 32)).sum().backward()
+    unused = [k for k, p in net.named_parameters() if p.requires_grad and p.grad is None]
+    frozen = sorted(k for k, p in net.named_parameters() if not p.requires_grad)
+    assert unused == []
+    assert frozen == [f"vit.blocks.{i}.norm_cross_attn.{w}" for i in range(2) for w in ("bias", "weight")]
+    assert {"vit.blocks.0.norm_cross_attn.weight"} <= set(net.state_dict())
