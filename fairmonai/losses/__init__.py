@@ -10,6 +10,21 @@ The three penalties share one interface, ``forward(v, *, sensitive) -> scalar`` 
 from ._score_estimation import ScoreFit, polynomial_score, score_function_difference, spectral_stein_score
 from .divergence_weighted import DivergenceWeightedLoss, per_sample_loss
 from .fair_loss import FairnessRegularizedLoss
+from .fairness_losses import (
+    BatchFairnessLoss,
+    DemographicParityL2Loss,
+    DemographicParityMILoss,
+    DPL2Loss,
+    DPMILoss,
+    EOL2Loss,
+    EOMILoss,
+    EqualizedOddsL2Loss,
+    EqualizedOddsMILoss,
+    FairIoULoss,
+    FairnessLossWithCE,
+    IoUParityLoss,
+    effective_number_weights,
+)
 from .fami import FaMIPenalty
 from .mige import MIGEPenalty
 from .mine import MINEPenalty
@@ -23,6 +38,20 @@ __all__ = [
     "FaMIPenalty",
     "MIGEPenalty",
     "MINEPenalty",
+    # Hänel et al.'s batch fairness losses (functional forms in fairmonai.losses.functional)
+    "FairnessLossWithCE",
+    "BatchFairnessLoss",
+    "DemographicParityL2Loss",
+    "DemographicParityMILoss",
+    "EqualizedOddsL2Loss",
+    "EqualizedOddsMILoss",
+    "IoUParityLoss",
+    "DPL2Loss",
+    "DPMILoss",
+    "EOL2Loss",
+    "EOMILoss",
+    "FairIoULoss",
+    "effective_number_weights",
     # score estimation
     "ScoreFit",
     "polynomial_score",
