@@ -12,8 +12,17 @@ overrides. :func:`run_bundle_unit` runs it with ``python -m monai.bundle run`` i
   trainer state every epoch;
 * a folder that holds a unit with other configs or overrides is an error, never silently reused.
 
-The full output of each command goes to ``logs/<step>.log`` in the unit's folder; lines holding the
-epoch metrics are echoed.
+The full output of each command goes to ``logs/<step>.log`` in the unit's folder (its first line the
+command); lines holding the epoch metrics are echoed.
+
+**How a command starts** (``FAIRMONAI_LAUNCHER``): ``fork`` (the default where the platform has a
+fork server) runs ``monai.bundle``'s ``__main__`` on the command's arguments, in its folder, with its
+output in the log, in a process forked from a server that imported torch, MONAI and fairmonai once;
+``subprocess`` starts ``python -m monai.bundle run`` as a fresh interpreter. Both run the same code
+on the same arguments; the fork skips the interpreter start and the imports (measured here: 7-8 s of
+each command's 9-10 s on 2 idle cores for a tiny run, 78 commands in a 26-unit grid). CUDA is not
+initialised in the server, so a child can still be given its GPU through ``CUDA_VISIBLE_DEVICES``;
+``OMP_NUM_THREADS`` is applied with ``torch.set_num_threads``.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from pathlib import Path
 from ..errors import InputError
 
 __all__ = ["BundleNotFound", "BundleRun", "RunFailed", "check_bundle", "run_bundle_unit", "bundle_command",
-           "is_finished", "recorded_seconds"]
+           "is_finished", "recorded_seconds", "launcher", "LAUNCHERS"]
 
 #: Log lines echoed while a unit runs.
 ECHO = ("Metrics --", "SubgroupReweighting: epoch", "written to", "Restored all variables")
@@ -113,8 +122,98 @@ def bundle_command(bundle: Path, configs: Sequence[str], root: Path, overrides: 
     return cmd
 
 
+#: How bundle commands start: see the module docstring.
+LAUNCHERS = ("fork", "subprocess")
+#: Modules the fork server imports once.
+PRELOAD = ("torch", "monai", "monai.bundle", "ignite.engine", "fairmonai",
+           "fairmonai.data", "fairmonai.handlers", "fairmonai.losses", "fairmonai.networks", "fairmonai.bundle_run")
+_FORK_CONTEXT = None
+
+
+def launcher() -> str:
+    """The launcher of this process: ``FAIRMONAI_LAUNCHER``, else ``fork`` where a fork server exists.
+
+    Raises:
+        InputError: an unknown ``FAIRMONAI_LAUNCHER``.
+    """
+    import multiprocessing as mp
+
+    kind = os.environ.get("FAIRMONAI_LAUNCHER")
+    if kind is None:
+        return "fork" if "forkserver" in mp.get_all_start_methods() else "subprocess"
+    if kind not in LAUNCHERS:
+        raise InputError(f"FAIRMONAI_LAUNCHER={kind!r}: expected one of {list(LAUNCHERS)}")
+    return kind
+
+
+def _fork_context():
+    """The fork-server context, its server importing :data:`PRELOAD` (started on first use)."""
+    global _FORK_CONTEXT
+    if _FORK_CONTEXT is None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(list(PRELOAD))
+        _FORK_CONTEXT = ctx
+    return _FORK_CONTEXT
+
+
+def _bundle_main(args: list[str], cwd: str, log: str, env: Mapping[str, str]) -> None:
+    """In the forked child: output to ``log``, environment, folder and argv as ``python -m monai.bundle`` would
+    have them, then ``monai.bundle``'s ``__main__``; its exit status becomes the child's."""
+    import runpy
+
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
+    os.environ.update(env)
+    if "OMP_NUM_THREADS" in env:
+        import torch
+
+        torch.set_num_threads(max(1, int(env["OMP_NUM_THREADS"])))
+    os.chdir(cwd)
+    sys.argv = [str(Path(sys.modules["monai.bundle"].__file__).parent / "__main__.py"), *args]
+    try:
+        runpy.run_module("monai.bundle", run_name="__main__", alter_sys=True)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+def _echo_new_lines(f, echo: bool) -> None:
+    for line in f:
+        if echo and any(s in line for s in ECHO):
+            print("    " + line.split(" - INFO - ")[-1].rstrip(), flush=True)
+
+
+def _run_forked(cmd: list[str], cwd: Path, log: Path, echo: bool, env: Mapping[str, str] | None) -> None:
+    assert cmd[1:3] == ["-m", "monai.bundle"], cmd
+    proc = _fork_context().Process(target=_bundle_main, args=(cmd[3:], str(cwd), str(log), dict(env or {})))
+    proc.start()
+    try:
+        with open(log) as f:
+            f.readline()  # the command line the parent wrote
+            while proc.is_alive():
+                proc.join(0.5)
+                _echo_new_lines(f, echo)
+            _echo_new_lines(f, echo)
+    finally:
+        if proc.is_alive():  # interrupted: the unit resumes from its checkpoint next time
+            proc.terminate()
+            proc.join()
+    if proc.exitcode != 0:
+        raise RunFailed(f"command failed (exit {proc.exitcode}); see {log}", log=log)
+
+
 def _run(cmd: list[str], cwd: Path, log: Path, echo: bool, env: Mapping[str, str] | None = None) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
+    if launcher() == "fork":
+        log.write_text("$ " + shlex.join(cmd) + "\n")
+        _run_forked(cmd, cwd, log, echo, env)
+        return
     with open(log, "w") as f:
         f.write("$ " + shlex.join(cmd) + "\n")
         f.flush()

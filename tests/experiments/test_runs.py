@@ -175,3 +175,41 @@ def test_bundle_command_layout():
     assert cmd[cmd.index("--logging_file") + 1] == "/b/configs/logging.conf"
     assert cmd[cmd.index("--bundle_root") + 1] == "/r"
     assert cmd[-6:] == ["--epochs", "3", "--manifest", "/m.csv", "--roi_size", "[4, 4, 2]"]
+
+
+PROBE = {
+    "imports": ["$import os", "$import sys", "$import json", "$import pathlib", "$import torch"],
+    "run": [
+        "$pathlib.Path(@bundle_root, 'probe.json').write_text(json.dumps({'cwd': os.getcwd(), 'argv': sys.argv[1:4], "
+        "'omp': os.environ.get('OMP_NUM_THREADS'), 'foo': os.environ.get('FAIRMONAI_PROBE'), "
+        "'threads': torch.get_num_threads(), 'seed': @seed}))",
+        "$print('probe Metrics -- done', flush=True)",
+    ],
+}
+
+
+@pytest.mark.parametrize("kind", ["fork", "subprocess"])
+def test_both_launchers_run_the_same_command(bundle, tmp_path, monkeypatch, capsys, kind):
+    """The fork-server launcher and a fresh interpreter give the command the same folder, arguments and
+    environment (OMP_NUM_THREADS applied as torch's thread count), and the log and echo alike."""
+    (bundle / "configs" / "probe.json").write_text(json.dumps(PROBE))
+    monkeypatch.setenv("FAIRMONAI_LAUNCHER", kind)
+    out = tmp_path / kind
+    run_bundle_unit(bundle, out, BundleRun("unit", ("probe.json",), {"seed": 3}, ()), echo=True,
+                    env={"OMP_NUM_THREADS": "1", "FAIRMONAI_PROBE": "bar"})
+    probe = json.loads((out / "unit" / "probe.json").read_text())
+    assert probe == {"cwd": str((out / "unit").resolve()), "argv": ["run", "--config_file", probe["argv"][2]],
+                     "omp": "1", "foo": "bar", "threads": 1, "seed": 3}
+    assert "probe.json" in probe["argv"][2]
+    log = (out / "unit" / "logs" / "train.log").read_text().splitlines()
+    assert log[0].startswith("$ ") and "-m monai.bundle run" in log[0] and "probe Metrics -- done" in log
+    assert "    probe Metrics -- done" in capsys.readouterr().out
+
+
+def test_unknown_launcher_is_an_input_error(monkeypatch):
+    from fairmonai.errors import InputError
+    from fairmonai.experiments.runs import launcher
+
+    monkeypatch.setenv("FAIRMONAI_LAUNCHER", "thread")
+    with pytest.raises(InputError, match=r"FAIRMONAI_LAUNCHER='thread': expected one of \['fork', 'subprocess'\]"):
+        launcher()
