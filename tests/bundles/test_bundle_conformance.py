@@ -237,7 +237,11 @@ def _check_method_outputs(bundle: Path, method: str, root: Path, output: str) ->
         assert "FairViT epoch 2: " in output, output[-3000:]  # a line, or off when one class only
         weights = _weights(root / "models" / "model.pt")
         varsigma = weights["varsigma"].numpy()
-        assert varsigma.shape == (3,) and ((varsigma > 0) & (varsigma < 4)).all()
+        from fairmonai.data.sensitive import group_names  # one weight per group of the bundle's attribute
+
+        train = json.loads((bundle / "configs" / "train.json").read_text())
+        n_groups = len(group_names(train["schema"], train["sensitive_key"]))
+        assert varsigma.shape == (n_groups,) and ((varsigma > 0) & (varsigma < 4)).all()
         assert "masks.block0_qkv" in weights and "aux_heads.0.1.weight" in weights
         checked = True
     assert checked, f"{method}.json: no check of what this method writes; add one to _check_method_outputs"
