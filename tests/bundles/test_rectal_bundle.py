@@ -96,6 +96,23 @@ def test_no_config_references_another_bundle():
                 assert not (s.startswith("%") and ".json" in s), f"{f.relative_to(ROOT)}: {s!r} is a file macro"
 
 
+@pytest.mark.parametrize("overlay", ["cpu.json", "smoke.json", "loss_weighted.json", "sampler_balanced.json",
+                                     "data_rectal_mri.json"])
+def test_overlays_set_only_known_ids(overlay):
+    """A misspelled id in an overlay would be added silently by the merge: every id an overlay sets is
+    defined by train.json, inference.json or net_vit.json (the ViT sizes of cpu.json and smoke.json)."""
+    from monai.bundle import ConfigParser
+
+    from fairmonai.bundle_run import unknown_overrides
+
+    values = _read(RECTAL / "configs" / overlay)
+    assert values
+    for base in ("train.json", "inference.json", "net_vit.json"):
+        known = ConfigParser.load_config_files([str(RECTAL / "configs" / base)])
+        values = {k: v for k, v in values.items() if k in unknown_overrides(known, values)}
+    assert values == {}, f"{overlay}: ids defined by no config: {sorted(values)}"
+
+
 def test_experiments_parse_and_use_only_this_bundles_overlays():
     from fairmonai.experiments.grid import list_experiments, load_experiment
 
