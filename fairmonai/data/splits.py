@@ -117,6 +117,7 @@ def load_datalist(
     seed: int = 0,
     stratify_on: Sequence[str] | None = None,
     check_files: bool = True,
+    manifest_folds: bool = True,
 ) -> list[dict]:
     """The records of one part of a manifest, for a MONAI dataset.
 
@@ -132,6 +133,9 @@ def load_datalist(
     absent, the split is made here with :func:`assign_splits`, stratified on the label and the
     attributes in ``stratify_on`` (default: all schema attributes), seeded by ``seed``; the training
     part's folds are made the same way when the manifest has none. The test split is never part of ``train`` or ``val``.
+    A manifest's fold column must have ``num_folds`` folds: with another number the call is an error
+    (a 10-fold experiment never runs silently on a 5-fold column), unless ``manifest_folds`` is False,
+    which ignores the column and makes ``num_folds`` folds here.
 
     Raises:
         ManifestError: an invalid manifest (see :func:`load_manifest`).
@@ -171,7 +175,7 @@ def load_datalist(
         if explicit_val:
             out = explicit_val if split == "val" else train
         else:
-            if all(r["fold"] < 0 for r in train):
+            if not manifest_folds or all(r["fold"] < 0 for r in train):
                 folds = stratified_kfold(strata_of(train), num_folds=min(num_folds, len(train)), seed=seed + 1)
                 for r, f in zip(train, folds):
                     r["fold"] = int(f)
@@ -179,6 +183,11 @@ def load_datalist(
                 raise ManifestError("'fold' is empty on some training rows; fill it on every training row or on none",
                                     file=manifest, column="fold")
             n_folds = max(r["fold"] for r in train) + 1
+            if manifest_folds and n_folds != min(num_folds, len(train)):
+                raise ValueError(
+                    f"{manifest}: its fold column has {n_folds} folds (0..{n_folds - 1}) but num_folds is {num_folds}: "
+                    f"set num_folds {n_folds}, or manifest_folds False to make {num_folds} folds here (stratified, "
+                    "seeded)")
             if not 0 <= fold < n_folds:
                 raise ValueError(f"fold {fold} is out of range: the training part has folds 0..{n_folds - 1}")
             out = [r for r in train if (r["fold"] == fold) == (split == "val")]

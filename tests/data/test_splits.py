@@ -76,14 +76,30 @@ def test_datalist_parts_from_manifest_columns(tmp_path):
     rows = [f"c{i},x.png,{i % 2},{'female' if i % 3 else 'male'},train,{i % 3}" for i in range(9)]
     rows += [f"t{i},x.png,{i % 2},male,test," for i in range(4)]
     p = _manifest(tmp_path, rows, ",split,fold")
-    val = load_datalist(p, "isic2020", "val", fold=1)
-    train = load_datalist(p, "isic2020", "train", fold=1)
+    val = load_datalist(p, "isic2020", "val", fold=1, num_folds=3)
+    train = load_datalist(p, "isic2020", "train", fold=1, num_folds=3)
     test = load_datalist(p, "isic2020", "test")
     assert [r["case_id"] for r in val] == ["c1", "c4", "c7"]
     assert {r["case_id"] for r in train} == {"c0", "c2", "c3", "c5", "c6", "c8"}
     assert [r["case_id"] for r in test] == ["t0", "t1", "t2", "t3"]
     with pytest.raises(ValueError, match=r"fold 3 is out of range: the training part has folds 0..2"):
-        load_datalist(p, "isic2020", "val", fold=3)
+        load_datalist(p, "isic2020", "val", fold=3, num_folds=3)
+
+
+def test_manifest_fold_column_with_another_number_of_folds(tmp_path):
+    """A 10-fold experiment never runs on a manifest's 3-fold column: an error naming both, or, with
+    manifest_folds False, 10 folds made here (each case held out once, strata spread)."""
+    rows = [f"c{i},x.png,{i % 2},{'female' if i % 4 < 2 else 'male'},train,{i % 3}" for i in range(40)]
+    p = _manifest(tmp_path, rows, ",split,fold")
+    with pytest.raises(ValueError, match=r"its fold column has 3 folds \(0..2\) but num_folds is 10: set num_folds 3, "
+                                         r"or manifest_folds False to make 10 folds here"):
+        load_datalist(p, "isic2020", "val", fold=0, num_folds=10)
+    vals = [{r["case_id"] for r in load_datalist(p, "isic2020", "val", fold=k, num_folds=10, manifest_folds=False)}
+            for k in range(10)]
+    assert [len(v) for v in vals] == [4] * 10  # 4 strata of 10 cases dealt round-robin: one of each per fold
+    assert set().union(*vals) == {f"c{i}" for i in range(40)} and sum(map(len, vals)) == 40
+    train = {r["case_id"] for r in load_datalist(p, "isic2020", "train", fold=3, num_folds=10, manifest_folds=False)}
+    assert train == {f"c{i}" for i in range(40)} - vals[3]
 
 
 def test_datalist_explicit_val_rows(tmp_path):
