@@ -131,6 +131,8 @@ def test_experiments_parse_and_use_only_this_bundles_overlays():
     assert {n: c.configs for n, c in table2.configurations.items()} == \
            {n: c.configs for n, c in oct_table2.configurations.items()}
     assert list(table2.folds) == list(range(10)) and table2.overrides["num_folds"] == 10
+    assert table2.overrides["manifest_folds"] is False  # ten folds made here, not the manifest's five
+    assert table2.overrides == oct_table2.overrides
     assert table2.fold_report["attribute"] == "sex"
     paper = _read(RECTAL / "experiments" / table2.fold_report["paper"])
     assert paper["values"] == {"fami_vit": {"auc": {"train": None, "test": 0.81}}}
