@@ -190,7 +190,6 @@ def _echo_new_lines(f, echo: bool) -> None:
 
 
 def _run_forked(cmd: list[str], cwd: Path, log: Path, echo: bool, env: Mapping[str, str] | None) -> None:
-    assert cmd[1:3] == ["-m", "monai.bundle"], cmd
     proc = _fork_context().Process(target=_bundle_main, args=(cmd[3:], str(cwd), str(log), dict(env or {})))
     proc.start()
     try:
@@ -210,7 +209,7 @@ def _run_forked(cmd: list[str], cwd: Path, log: Path, echo: bool, env: Mapping[s
 
 def _run(cmd: list[str], cwd: Path, log: Path, echo: bool, env: Mapping[str, str] | None = None) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
-    if launcher() == "fork":
+    if launcher() == "fork" and cmd[1:3] == ["-m", "monai.bundle"]:  # other commands: a plain subprocess
         log.write_text("$ " + shlex.join(cmd) + "\n")
         _run_forked(cmd, cwd, log, echo, env)
         return
