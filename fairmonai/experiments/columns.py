@@ -18,21 +18,14 @@ import pandas as pd
 
 from ..errors import InputError
 
-__all__ = ["ColumnError", "column_value", "json_value", "csv_value"]
+__all__ = ["ColumnError", "column_value", "column_interval", "json_value", "json_interval", "csv_value"]
 
 
 class ColumnError(InputError):
     """A column's file is missing, or lacks the key, CSV column or filter column that a source names."""
 
 
-def json_value(file: str | Path, key: str) -> float | None:
-    """The number at the dot-separated ``key`` of JSON ``file``; ``None`` where the file holds ``null``.
-
-    Raises:
-        ColumnError: the file is missing, a key of the path is absent (the message names it and the
-            keys present there), or the value is not a number.
-    """
-    file = Path(file)
+def _json_at(file: Path, key: str) -> object:
     if not file.is_file():
         raise ColumnError(f"{file}: no such file (column source 'json')")
     value: object = json.loads(file.read_text())
@@ -44,6 +37,38 @@ def json_value(file: str | Path, key: str) -> float | None:
                               f"found {there}")
         value = value[part]
         done.append(part)
+    return value
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def json_interval(file: str | Path, key: str) -> tuple[float | None, float | None]:
+    """The interval ``[low, high]`` at the dot-separated ``key`` of JSON ``file`` (a bootstrap CI);
+    ``(None, None)`` where the file holds ``null`` (e.g. a group whose metric is undefined).
+
+    Raises:
+        ColumnError: the file or a key is missing, or the value is not a list of two numbers (or nulls).
+    """
+    file = Path(file)
+    value = _json_at(file, key)
+    if value is None:
+        return None, None
+    if not isinstance(value, list) or len(value) != 2 or not all(v is None or _is_number(v) for v in value):
+        raise ColumnError(f"{file}: '{key}' is {value!r}, not an interval [low, high]")
+    return value[0], value[1]
+
+
+def json_value(file: str | Path, key: str) -> float | None:
+    """The number at the dot-separated ``key`` of JSON ``file``; ``None`` where the file holds ``null``.
+
+    Raises:
+        ColumnError: the file is missing, a key of the path is absent (the message names it and the
+            keys present there), or the value is not a number.
+    """
+    file = Path(file)
+    value = _json_at(file, key)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -108,3 +133,15 @@ def column_value(run_dir: str | Path, split: str, source: Mapping) -> float | in
     return csv_value(Path(run_dir) / source["csv"].replace("{split}", split), source["column"], source["reduce"],
                      where=source.get("where"), unless=source.get("unless"),
                      from_fraction=source.get("from_fraction", 0.0))
+
+
+def column_interval(run_dir: str | Path, split: str, source: Mapping) -> tuple[float | None, float | None] | None:
+    """The interval of column ``source`` (its ``ci`` key path) for the run in ``run_dir`` and ``split``;
+    ``None`` for a source without ``ci``.
+
+    Raises:
+        ColumnError: see :func:`json_interval`.
+    """
+    if "ci" not in source:
+        return None
+    return json_interval(Path(run_dir) / source["json"].replace("{split}", split), source["ci"])

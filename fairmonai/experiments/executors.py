@@ -9,9 +9,12 @@ Two executors share one small interface (``workers``, ``submit``, ``wait``, ``cl
   (:func:`worker_devices`; more workers than GPUs share them round-robin). Without GPUs each unit's
   commands get ``OMP_NUM_THREADS`` = cores // workers (at least 1), so N units do not each start one
   thread per core; an ``OMP_NUM_THREADS`` set by the caller is left alone.
-* ``ray``: each unit is a Ray task declaring ``num_cpus`` and ``num_gpus`` (Ray sets
-  ``CUDA_VISIBLE_DEVICES`` for it); at most ``workers`` tasks are in flight. Ray is an optional
-  extra (``pip install -e .[ray]``); it connects to the cluster in ``RAY_ADDRESS`` or starts a local one.
+* ``ray``: ``workers`` Ray actors, each declaring ``num_cpus`` and ``num_gpus`` (Ray sets
+  ``CUDA_VISIBLE_DEVICES`` for it), run the units as actor tasks, one at a time each. An actor is one
+  long-lived process, so the fork server it starts on its first unit serves all its later bundle
+  commands, as the local runner's does (plain Ray tasks may each land in a fresh worker process, and
+  their commands then paid the torch and MONAI imports every time). Ray is an optional extra
+  (``pip install -e .[ray]``); it connects to the cluster in ``RAY_ADDRESS`` or starts a local one.
 
 :func:`run_units` submits units, retries a unit whose bundle command failed once, prints the
 estimated grid time before it starts and a progress line on every change (done / running / failed,
@@ -167,20 +170,21 @@ def _ray_module():
     return ray
 
 
-def _ray_task(fn: Callable, bundle: Path, out: Path, unit: BundleRun, echo: bool) -> tuple:
-    """The body of a Ray task: Ray has already set ``CUDA_VISIBLE_DEVICES`` from ``num_gpus``.
+class _RaySlot:
+    """One slot of the ``ray`` executor, a Ray actor: it runs one unit at a time, and its process lives
+    as long as the executor, so the fork server started on its first unit serves every later command
+    of the slot (:mod:`~fairmonai.experiments.runs`)."""
 
-    Its bundle commands start as fresh interpreters (``FAIRMONAI_LAUNCHER=subprocess`` unless the
-    environment sets a launcher): Ray may run each task in a new worker process, and a fork server per
-    worker would import torch and MONAI again for every unit (measured: about 40 s for a trivial unit
-    on this loaded 2-core machine, against about 10 s for a fresh interpreter)."""
-    os.environ.setdefault("FAIRMONAI_LAUNCHER", "subprocess")
-    return _call_unit(fn, bundle, out, unit, echo, {})
+    def run(self, fn: Callable, bundle: Path, out: Path, unit: BundleRun, echo: bool) -> tuple:
+        return _call_unit(fn, bundle, out, unit, echo, {})
 
 
 class RayExecutor:
-    """Units as Ray tasks with ``num_cpus=cpus_per_run`` and ``num_gpus=gpus_per_run`` (default: 1
-    when the cluster has GPUs, else 0); at most ``workers`` tasks in flight."""
+    """Units on ``workers`` Ray actors, each with ``num_cpus=cpus_per_run`` and ``num_gpus=gpus_per_run``
+    (default: 1 when the cluster has GPUs, else 0); a unit goes to a free actor.
+
+    An actor that dies while running a unit (its node lost, killed for memory) is a failed attempt of
+    that unit (retried once like a failed command) and is replaced by a new actor."""
 
     kind = "ray"
 
@@ -194,20 +198,40 @@ class RayExecutor:
         if gpus_per_run is None:
             gpus_per_run = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
         self.workers, self.cpus, self.gpus = workers, cpus_per_run, gpus_per_run
-        self._remote = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)(_ray_task)
+        self._actor = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_restarts=0)(_RaySlot)
+        self._slots = [self._actor.remote() for _ in range(workers)]
+        self._free = list(range(workers))
+        self._slot_of: dict[object, int] = {}
 
     def describe(self) -> str:
-        return f"ray with {self.workers} task(s) in flight, {self.cpus} CPU and {self.gpus} GPU each"
+        return f"ray with {self.workers} actor(s), {self.cpus} CPU and {self.gpus} GPU each"
 
     def submit(self, fn: Callable, bundle: Path, out: Path, unit: BundleRun, echo: bool) -> tuple[object, str | None]:
-        return self._remote.remote(fn, bundle, out, unit, echo), None
+        slot = self._free.pop(0)
+        ref = self._slots[slot].run.remote(fn, bundle, out, unit, echo)
+        self._slot_of[ref] = slot
+        return ref, None
 
     def wait(self, handles: Sequence[object]) -> list[tuple[object, tuple]]:
         done, _ = self._ray.wait(list(handles), num_returns=1)
-        return [(ref, self._ray.get(ref)) for ref in done]
+        out = []
+        for ref in done:
+            slot = self._slot_of.pop(ref)
+            try:
+                result = self._ray.get(ref)
+            except self._ray.exceptions.RayActorError as e:
+                result = (False, 0.0, f"the Ray actor running it died: {e}", None)
+                self._slots[slot] = self._actor.remote()
+            self._free.append(slot)
+            self._free.sort()
+            out.append((ref, result))
+        return out
 
     def close(self) -> None:
-        pass  # a local Ray instance ends with the process; a cluster is not ours to stop
+        """Ends the actors (and with them their fork servers); a cluster is not ours to stop."""
+        for actor in self._slots:
+            self._ray.kill(actor)
+        self._slots = []
 
 
 def make_executor(kind: str, workers: int, *, cpus_per_run: float = 1, gpus_per_run: float | None = None,

@@ -21,6 +21,11 @@ format (keys not listed here are errors)::
       "select": {"column": "TS", "split": "val", "goal": "max", "then": ["test"]}, (optional, needs "grid")
       "columns": {"<column>": <source>},                                          (required)
       "transpose": false,              print the summary with one column per configuration
+      "notes": ["how to read the table"],  lines printed (and written) after the summary table;
+                                       ``{out}`` is the output folder                            (optional)
+      "outputs": ["eval/report_{split}/report.md", "eval/report_{split}/*.png"],
+                                       files of each run (globs in its folder) listed after the
+                                       table, per run and evaluated split                        (optional)
       "plots": [{"kind": "dice_heatmap_comparison", "file": "eval/scores_test.csv",
                  "base": "<configuration>", "method": "<configuration>", "out": "heatmaps/unet"}],
       "executor": {"kind": "local", "workers": 2,   where runs go (--executor, --workers win)   (default local, 1)
@@ -51,7 +56,10 @@ the first in grid order), and only the chosen run is then evaluated on the ``the
 split of the row (one table row per run and evaluated split):
 
 * ``{"json": "eval/report_{split}/report.json", "key": "attributes.race.disparities.eom.value"}``:
-  the value at a dot-separated key path (a number or ``null``, shown ``n/a``);
+  the value at a dot-separated key path (a number or ``null``, shown ``n/a``); with
+  ``"ci": "attributes.race.disparities.eom.ci"`` also the interval ``[low, high]`` at that key path
+  (the table gets ``<column>_ci_low`` and ``<column>_ci_high``; a summary cell of one run shows
+  ``value [low, high]``, a cell pooled over seeds or folds the mean and sd only);
 * ``{"csv": "eval/scores_{split}.csv", "column": "dice", "reduce": "mean"}``: a reduction (``mean``,
   ``sum``, ``min``, ``max``, ``last`` or ``count``) of a CSV column over its rows, optionally only the
   rows whose columns equal all of ``"where": {"age_group": "61-70", "breast_density": "b"}``, not
@@ -97,12 +105,12 @@ __all__ = [
 ]
 
 TOP_KEYS = ("description", "configurations", "default_configurations", "seeds", "folds", "grid", "overrides", "splits", "select", "columns",
-            "transpose", "plots", "executor", "seconds_per_run", "fold_report")
+            "transpose", "plots", "executor", "seconds_per_run", "fold_report", "notes", "outputs")
 EXECUTOR_KEYS = ("kind", "workers", "cpus_per_run", "gpus_per_run")
 REQUIRED_KEYS = ("description", "configurations", "seeds", "columns")
 CONFIGURATION_KEYS = ("configs", "overrides")
 SELECT_KEYS = ("column", "split", "goal", "then")
-JSON_SOURCE_KEYS = ("json", "key")
+JSON_SOURCE_KEYS = ("json", "key", "ci")
 CSV_SOURCE_KEYS = ("csv", "column", "reduce", "where", "unless", "from_fraction")
 PLOT_KEYS = ("kind", "file", "base", "method", "out")
 #: Reductions of a CSV column.
@@ -158,6 +166,8 @@ class Experiment:
     executor: Mapping[str, object] = field(default_factory=dict)
     seconds_per_run: float | None = None
     fold_report: Mapping[str, object] | None = None
+    notes: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -217,9 +227,10 @@ def _overrides(path: Path, where: str, obj: object) -> dict[str, object]:
 
 def _column_source(path: Path, where: str, src: object) -> dict:
     if isinstance(src, dict) and "json" in src:
-        _keys(path, where, src, JSON_SOURCE_KEYS, JSON_SOURCE_KEYS)
-        if not isinstance(src["key"], str) or not src["key"]:
-            raise _fail(path, where + ".key", f"expected a dot-separated key path, got {src['key']!r}")
+        _keys(path, where, src, JSON_SOURCE_KEYS, ("json", "key"))
+        for k in ("key", "ci"):
+            if k in src and (not isinstance(src[k], str) or not src[k]):
+                raise _fail(path, f"{where}.{k}", f"expected a dot-separated key path, got {src[k]!r}")
     elif isinstance(src, dict) and "csv" in src:
         _keys(path, where, src, CSV_SOURCE_KEYS, ("csv", "column", "reduce"))
         if src["reduce"] not in REDUCTIONS:
@@ -335,8 +346,18 @@ def parse_experiment(data: object, path: str | Path, *, bundle: str | Path | Non
             fold_report = check_fold_report_settings(d["fold_report"], list(configurations), where=f"{path}: fold_report")
         except ValueError as e:
             raise ExperimentFileError(str(e)) from None
+    texts = {}
+    for k in ("notes", "outputs"):
+        v = d.get(k, [])
+        if not isinstance(v, list) or not all(isinstance(x, str) and x.strip() for x in v):
+            raise _fail(path, k, f"expected a list of non-empty texts, got {v!r}")
+        texts[k] = tuple(v)
+    for i, pattern in enumerate(texts["outputs"]):
+        if Path(pattern).is_absolute() or ".." in Path(pattern).parts:
+            raise _fail(path, f"outputs[{i}]", f"expected a path inside the run's folder, got {pattern!r}")
     return Experiment(path.stem, path, d["description"], configurations, defaults, seeds, folds, grid, overrides, splits,
-                      select, columns, transpose, tuple(plots), executor, d.get("seconds_per_run"), fold_report)
+                      select, columns, transpose, tuple(plots), executor, d.get("seconds_per_run"), fold_report,
+                      texts["notes"], texts["outputs"])
 
 
 def experiment_file(bundle: str | Path, name: str) -> Path:

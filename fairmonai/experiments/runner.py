@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .columns import column_value
+from .columns import column_interval, column_value
 from .grid import Experiment, ExperimentFileError, PlannedRun, expand
 from .executors import Outcome, make_executor, run_units
 from .runs import BundleRun, is_finished, recorded_seconds, run_bundle_unit
@@ -90,11 +90,48 @@ def summarise(rows: pd.DataFrame, group: Sequence[str], columns: Sequence[str]) 
 
 
 def _mean_sd(rec: Mapping, c: str) -> str:
+    """A summary cell: the value of one run (with its interval where the column has one), else mean +- sd."""
     if not rec[f"{c}_n"]:
         return "n/a"
     if rec[f"{c}_n"] == 1:
-        return _cell(rec[f"{c}_mean"], 3)
+        lo, hi = (_number(rec.get(f"{c}_ci_{end}_mean")) for end in ("low", "high"))
+        ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else ""
+        return _cell(rec[f"{c}_mean"], 3) + ci
     return f"{rec[f'{c}_mean']:.3f} +- {rec[f'{c}_sd']:.3f}"
+
+
+def _ci_columns(exp: Experiment) -> list[str]:
+    """The table columns that hold the intervals of the columns with a ``ci`` source."""
+    return [f"{name}_ci_{end}" for name, src in exp.columns.items() if "ci" in src for end in ("low", "high")]
+
+
+def _outputs(exp: Experiment, runs: Sequence[PlannedRun], out: Path) -> list[str]:
+    """Markdown lines listing, per run and evaluated split, the files of ``exp.outputs`` that exist."""
+    lines = []
+    for run in runs:
+        run_dir = (out / run.unit.name).resolve()
+        for split in run.unit.eval_splits:
+            files = sorted({str(f) for pattern in exp.outputs
+                            for f in run_dir.glob(pattern.replace("{split}", split))})
+            if files:
+                lines.append(f"- {run.unit.name} ({split}): " + ", ".join(files))
+    return lines
+
+
+def _notes(exp: Experiment, runs: Sequence[PlannedRun], out: Path) -> list[str]:
+    """The experiment's notes (``{out}`` filled in) with the outputs listing where a note is ``{outputs}``
+    (after the notes when none is)."""
+    listing = ["Outputs:", "", *_outputs(exp, runs, out)] if exp.outputs else []
+    lines = []
+    for note in exp.notes:
+        if note.strip() == "{outputs}":
+            lines += [*listing, ""]
+            listing = []
+        else:
+            lines += [note.replace("{out}", str(out.resolve())), ""]
+    if listing:
+        lines += [*listing, ""]
+    return lines
 
 
 def _row(exp: Experiment, run: PlannedRun, out: Path, split: str, failed: bool = False) -> dict:
@@ -109,6 +146,9 @@ def _row(exp: Experiment, run: PlannedRun, out: Path, split: str, failed: bool =
         row["selected"] = False
     for name, source in exp.columns.items():
         row[name] = None if failed else column_value(run_dir, split, source)
+        if "ci" in source:
+            row[f"{name}_ci_low"], row[f"{name}_ci_high"] = (
+                (None, None) if failed else column_interval(run_dir, split, source))
     row["run_dir"] = str(run_dir)
     return row
 
@@ -182,7 +222,8 @@ def _plots(exp: Experiment, runs: list[PlannedRun], out: Path, failed: Mapping[s
 
 
 def _markdown(exp: Experiment, rows: pd.DataFrame, summary: pd.DataFrame, group: list[str],
-              choices: list[dict], seeds: Sequence[int], failed: Mapping[str, object] = {}) -> str:
+              choices: list[dict], seeds: Sequence[int], failed: Mapping[str, object] = {},
+              notes: Sequence[str] = ()) -> str:
     cols = list(exp.columns)
     title = exp.description.strip().splitlines()[0].split(". ")[0].rstrip(".") + "."  # the first sentence
     pooled = "seeds" + (" and folds" if exp.folds else "")
@@ -204,7 +245,11 @@ def _markdown(exp: Experiment, rows: pd.DataFrame, summary: pd.DataFrame, group:
     for ch in choices:
         point = ", ".join(f"{k} {v}" for k, v in ch["chosen"].items())
         md += ["", f"Chosen for {ch['configuration']}, seed {ch['seed']}: {point} ({ch['selected_on']})"]
-    keys = [k for k in rows.columns if k not in (*cols, "run_dir")]
+    if notes:
+        md += ["", *notes]
+        while md[-1] == "":
+            md.pop()
+    keys = [k for k in rows.columns if k not in (*cols, *_ci_columns(exp), "run_dir")]
     md += ["", "Per run:", ""]
     md += markdown_table([*keys, *cols], [[*(str(r[k]) for k in keys), *(_cell(r[c], 4) for c in cols)]
                                           for r in rows.to_dict("records")])
@@ -311,9 +356,9 @@ def run_experiment(bundle: str | Path, exp: Experiment, out: str | Path, *, seed
         pool.close()
     frame = pd.DataFrame(rows)
     group = ["configuration", *exp.grid, *(["retrained"] if _retrains(exp) else []), "split"]
-    summary = summarise(frame, group, list(exp.columns))
+    summary = summarise(frame, group, [*exp.columns, *_ci_columns(exp)])
     used_seeds = list(exp.seeds if seeds is None else seeds)
-    md = _markdown(exp, frame, summary, group, choices, used_seeds, failed)
+    md = _markdown(exp, frame, summary, group, choices, used_seeds, failed, _notes(exp, runs, out))
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / f"{exp.name}.csv", index=False, lineterminator="\n")
     summary.to_csv(out / f"{exp.name}_summary.csv", index=False, lineterminator="\n")

@@ -88,6 +88,26 @@ def test_fin_evaluation_and_inference(fin_model):
     assert np.allclose(both["score_inf"], both["score_eval"], atol=1e-5)
 
 
+def test_the_demos_columns_and_outputs_read_a_real_report(fin_model):
+    """Every column of experiments/demo.json (``make demo``) is a number in the bundle's own report of
+    the test split, each interval a [low, high] pair, and the listed outputs are the report and its two
+    figures."""
+    from fairmonai.experiments.columns import column_interval, column_value
+    from fairmonai.experiments.grid import load_experiment
+
+    exp = load_experiment(BUNDLE, "demo")
+    assert sum("ci" in src for src in exp.columns.values()) == 9  # all but the count of eyes
+    for name, src in exp.columns.items():
+        value = column_value(fin_model, "test", src)
+        assert isinstance(value, (int, float)) and np.isfinite(value), name
+        if "ci" in src:
+            lo, hi = column_interval(fin_model, "test", src)
+            assert lo is not None and hi is not None and lo <= hi, (name, lo, hi)
+    report = fin_model / "eval" / "report_test"
+    found = sorted({p.name for pattern in exp.outputs for p in fin_model.glob(pattern.replace("{split}", "test"))})
+    assert found == sorted(["report.md", *(p.name for p in report.glob("*.png"))]) and len(found) == 3
+
+
 def test_fin_inference_without_group_codes_names_the_cases(fin_model):
     from fairmonai.networks.fin import MISSING_GROUP_KEY_MSG
 

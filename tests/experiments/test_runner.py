@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from fairmonai.experiments.columns import ColumnError
 from fairmonai.experiments.grid import ExperimentFileError, parse_experiment
 from fairmonai.experiments.runner import markdown_table, run_experiment
 from fairmonai.experiments.runs import BundleRun
@@ -195,3 +196,88 @@ def test_overlays_follow_each_configurations_configs_and_must_exist(tmp_path, mo
     assert str(err.value) == (f"--overlay data_y.json: {tmp_path / 'configs'} has no such file; its config files: "
                               "['data_x.json', 'm.json', 'train.json']")
     assert not (tmp_path / "out2").exists()
+
+
+def _ci_report(run, split):
+    seed = run.overrides["seed"]
+    ts = TS_OF[run.name.split("_")[0]][seed]
+    return {"total_score": ts, "ts_ci": [ts - 0.05, ts + 0.125] if run.name.startswith("base") else None,
+            "mean_dsc": 0.5, "n_cases": 4}
+
+
+CI_TABLE = {**TABLE, "columns": {"TS": {"json": R, "key": "total_score", "ci": "ts_ci"},
+                                  "DSC": {"json": R, "key": "mean_dsc"}}}
+
+
+def test_an_interval_is_shown_beside_a_single_runs_value_and_kept_in_the_tables(tmp_path, monkeypatch):
+    monkeypatch.setattr("fairmonai.experiments.runner.run_bundle_unit", FakeUnits(_ci_report))
+    exp = parse_experiment({**CI_TABLE, "seeds": [2], "transpose": True}, "demo.json")
+    res = run_experiment(tmp_path, exp, tmp_path, echo=False)
+    md = res.markdown.splitlines()
+    # base seed 2: TS 0.6, interval [0.55, 0.725]; fms holds null for its interval: the value alone
+    assert md[4:8] == ["|     | base                 | fms   |", "|-----|----------------------|-------|",
+                       "| TS  | 0.600 [0.550, 0.725] | 0.300 |", "| DSC | 0.500                | 0.500 |"]
+    rows = pd.read_csv(tmp_path / "demo.csv")
+    assert rows["TS_ci_low"].tolist()[0] == pytest.approx(0.55) and rows["TS_ci_high"].tolist()[0] == pytest.approx(0.725)
+    assert rows["TS_ci_low"].isna().tolist() == [False, True]
+    # the per-run table keys are the run's coordinates, not the interval columns
+    per_run = res.markdown.split("Per run:")[1].strip().splitlines()[0]
+    assert per_run.split("|")[1:-1] == [" configuration ", " seed ", " split ", " TS     ", " DSC    "]
+
+
+def test_over_seeds_the_cell_is_mean_and_sd_without_an_interval(tmp_path, monkeypatch):
+    monkeypatch.setattr("fairmonai.experiments.runner.run_bundle_unit", FakeUnits(_ci_report))
+    res = run_experiment(tmp_path, parse_experiment(CI_TABLE, "t.json"), tmp_path, echo=False)
+    assert res.markdown.splitlines()[6].startswith("| base          | test  | 0.300 +- 0.265 |")
+    summary = pd.read_csv(tmp_path / "t_summary.csv").set_index("configuration")
+    # by hand: lows 0.05, 0.15, 0.55 -> mean 0.25
+    assert summary.loc["base", "TS_ci_low_mean"] == pytest.approx(0.25)
+
+
+def test_a_bad_interval_names_the_file_and_key(tmp_path, monkeypatch):
+    monkeypatch.setattr("fairmonai.experiments.runner.run_bundle_unit",
+                        FakeUnits(lambda run, split: {"total_score": 0.5, "ts_ci": 0.1, "mean_dsc": 0.5}))
+    exp = parse_experiment({**CI_TABLE, "seeds": [0]}, "t.json")
+    with pytest.raises(ColumnError, match=r"report_test/report.json: 'ts_ci' is 0.1, not an interval \[low, high\]$"):
+        run_experiment(tmp_path, exp, tmp_path, echo=False)
+
+
+def test_notes_and_outputs_follow_the_table_in_the_printed_part(tmp_path, monkeypatch):
+    class WithFigures(FakeUnits):
+        def __call__(self, bundle, out_dir, run, *, echo=True, env=None):
+            super().__call__(bundle, out_dir, run, echo=echo, env=env)
+            for split in run.eval_splits:
+                d = Path(out_dir) / run.name / "eval" / f"report_{split}"
+                (d / "report.md").write_text("# report\n")
+                (d / "b.png").write_bytes(b"")
+                (d / "a.png").write_bytes(b"")
+
+    monkeypatch.setattr("fairmonai.experiments.runner.run_bundle_unit", WithFigures(_table_report))
+    exp = parse_experiment({**TABLE, "seeds": [0], "transpose": True,
+                            "notes": ["Read it so.", "{outputs}", "Again: run it in {out}/again"],
+                            "outputs": ["eval/report_{split}/report.md", "eval/report_{split}/*.png",
+                                        "eval/none_{split}.csv"]}, "demo.json")
+    md = run_experiment(tmp_path, exp, tmp_path, echo=False).markdown
+    printed = md.split("\nPer run:")[0].rstrip().splitlines()
+    rep = {c: tmp_path.resolve() / f"{c}_seed0" / "eval" / "report_test" for c in ("base", "fms")}
+    assert printed[-8:] == [
+        "Read it so.", "", "Outputs:", "",
+        f"- base_seed0 (test): {rep['base'] / 'a.png'}, {rep['base'] / 'b.png'}, {rep['base'] / 'report.md'}",
+        f"- fms_seed0 (test): {rep['fms'] / 'a.png'}, {rep['fms'] / 'b.png'}, {rep['fms'] / 'report.md'}",
+        "", f"Again: run it in {tmp_path.resolve()}/again"]
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("notes", "read it", r"t.json: notes: expected a list of non-empty texts, got 'read it'$"),
+    ("notes", ["ok", " "], r"t.json: notes: expected a list of non-empty texts, got \['ok', ' '\]$"),
+    ("outputs", ["/abs/report.md"], r"t.json: outputs\[0\]: expected a path inside the run's folder, got '/abs/report.md'$"),
+    ("outputs", ["eval/../../x"], r"t.json: outputs\[0\]: expected a path inside the run's folder, got 'eval/../../x'$"),
+])
+def test_bad_notes_or_outputs_name_the_key(key, value, message):
+    with pytest.raises(ExperimentFileError, match=message):
+        parse_experiment({**TABLE, key: value}, "t.json")
+
+
+def test_a_ci_key_path_must_be_text():
+    with pytest.raises(ExperimentFileError, match=r"t.json: columns.TS.ci: expected a dot-separated key path, got 3$"):
+        parse_experiment({**TABLE, "columns": {"TS": {"json": R, "key": "total_score", "ci": 3}}}, "t.json")
