@@ -27,6 +27,7 @@ from monai.engines.utils import default_prepare_batch
 
 from ..attribute_codes import EXCLUDED_CODE
 from ..data.fairbatch import FairBatchSampler
+from ._eval_pass import eval_pass
 
 __all__ = ["FairBatchUpdate", "SOURCES", "UNSEEN_CELL_MSG", "UNKNOWN_VALUE_MSG"]
 
@@ -226,27 +227,21 @@ class FairBatchUpdate:
         self.add(pred, label, groups, "training batch")
 
     def evaluate(self, engine: Engine | None = None) -> None:
-        """The eval pass over ``loader``: ``network.eval()``, ``torch.no_grad()``, previous mode restored."""
+        """The eval pass over ``loader`` (:func:`~fairmonai.handlers._eval_pass.eval_pass`: eval mode, no gradients,
+        random state and previous mode restored)."""
         net = self.network if self.network is not None else getattr(engine, "network", None)
         if net is None:
             raise ValueError("FairBatchUpdate: no network (pass network=, or attach to a MONAI trainer)")
         device = self.device or getattr(getattr(engine, "state", None), "device", None)
-        if device is None:
-            device = next(iter(net.parameters()), torch.empty(0)).device
-        was_training = net.training
-        net.eval()
-        try:
-            with torch.no_grad():
-                for batch in self.loader:
-                    prepared = self.prepare_batch(batch, device, False)
-                    inputs, args, kwargs = prepared[0], (), {}
-                    if len(prepared) == 4:
-                        args, kwargs = tuple(prepared[2]), dict(prepared[3])
-                    pred = net(inputs, *args, **kwargs)
-                    labels = _column(batch, self.label_key, "eval batch")
-                    self.add(pred, labels, _column(batch, self.group_key, "eval batch"), "eval batch")
-        finally:
-            net.train(was_training)
+        with eval_pass(net, device) as (module, device):
+            for batch in self.loader:
+                prepared = self.prepare_batch(batch, device, False)
+                inputs, args, kwargs = prepared[0], (), {}
+                if len(prepared) == 4:
+                    args, kwargs = tuple(prepared[2]), dict(prepared[3])
+                pred = module(inputs, *args, **kwargs)
+                labels = _column(batch, self.label_key, "eval batch")
+                self.add(pred, labels, _column(batch, self.group_key, "eval batch"), "eval batch")
 
     # ---- the step
 

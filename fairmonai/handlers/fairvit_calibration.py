@@ -23,6 +23,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from ..networks.fairvit import FairViTLoss
+from ._eval_pass import eval_pass
 
 __all__ = ["FairViTCalibration"]
 
@@ -65,20 +66,11 @@ class FairViTCalibration:
 
     def logits(self, network: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits (N, C), labels (N,))`` of the calibration split, eval mode, on the CPU."""
-        module = network.module if isinstance(network, torch.nn.parallel.DistributedDataParallel) else network
-        first = next(module.parameters(), None)
-        device = first.device if first is not None else torch.device("cpu")
-        was_training = module.training
         logits, labels = [], []
-        module.eval()
-        try:
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
-                for batch in self.loader:
-                    out = module(batch[self.image_key].to(device))
-                    logits.append(out.detach().float().cpu())
-                    labels.append(torch.as_tensor(batch[self.label_key]).reshape(-1).long())
-        finally:
-            module.train(was_training)
+        with eval_pass(network) as (module, device):
+            for batch in self.loader:
+                logits.append(module(batch[self.image_key].to(device)).detach().float().cpu())
+                labels.append(torch.as_tensor(batch[self.label_key]).reshape(-1).long())
         if not logits:
             raise ValueError("FairViTCalibration: the calibration loader gave no batch (empty calibration split)")
         return torch.cat(logits), torch.cat(labels)
@@ -86,7 +78,7 @@ class FairViTCalibration:
     def __call__(self, engine: Engine) -> None:
         epoch = engine.state.epoch - 1  # ignite counts from 1, FairViTLoss from 0
         if epoch < self.loss.start_epoch:
-            self.loss.refit(torch.zeros(0, 2), torch.zeros(0), epoch=epoch)  # before start_epoch: line unset
+            self.loss.hyperplane = None  # the distance term is off before start_epoch: no pass needed
         else:
             logits, labels = self.logits(self.network if self.network is not None else engine.network)
             self.loss.refit(logits, labels, epoch=epoch)
