@@ -279,13 +279,18 @@ def _fold_report(exp: Experiment, bundle: Path, frame: pd.DataFrame, out: Path, 
     say(f"fold report: {out / 'fold_report'}")
 
 
-def _estimate(exp: Experiment, out: Path) -> tuple[float | None, str]:
+def _estimate(exp: Experiment, out: Path, changed: Sequence[str] = ()) -> tuple[float | None, str]:
     """Seconds one run takes, and where that comes from: the runs of ``out`` that recorded their time,
-    else the file's ``seconds_per_run``, else unknown."""
+    else the file's ``seconds_per_run`` unless ``changed`` (the call's ``--overlay`` files and ``--set``
+    keys, which change what a run does, e.g. the CPU size of a paper grid), else unknown (the progress
+    lines give an ETA once a run finished)."""
     recorded = recorded_seconds(out)
     if recorded:
         mean = statistics.mean(recorded)
         return mean, f"{mean:.0f} s a run: mean of {len(recorded)} run(s) recorded in {out}"
+    if exp.seconds_per_run is not None and changed:
+        return None, (f"the experiment file's seconds_per_run, {exp.seconds_per_run:g} s, is for its own settings, "
+                      f"not with {', '.join(changed)}; an ETA follows the first finished run")
     if exp.seconds_per_run is not None:
         return float(exp.seconds_per_run), f"{exp.seconds_per_run:g} s a run: the experiment file's seconds_per_run"
     return None, "no run in the output folder recorded its time and the file gives no seconds_per_run"
@@ -324,7 +329,8 @@ def run_experiment(bundle: str | Path, exp: Experiment, out: str | Path, *, seed
     n = workers if workers is not None else int(exp.executor.get("workers", 1))  # type: ignore[call-overload]
     pool = make_executor(kind, n, cpus_per_run=exp.executor.get("cpus_per_run", 1),  # type: ignore[arg-type]
                          gpus_per_run=exp.executor.get("gpus_per_run"))  # type: ignore[arg-type]
-    per_run, source = _estimate(exp, out)
+    changed = [f"--overlay {o}" for o in overlays] + [f"--set {k}" for k in (extra or {})]
+    per_run, source = _estimate(exp, out, changed)
     say = print if echo else (lambda _: None)
     outcomes: list[Outcome] = []
     waited = 0.0

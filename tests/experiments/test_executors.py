@@ -195,6 +195,12 @@ def test_the_estimate_comes_from_recorded_times_else_the_file_else_unknown(tmp_p
     assert capsys.readouterr().out.splitlines()[0] == (
         "grid: 2 run(s), 0 finished before, 2 to run on local with 2 worker(s), no GPU; estimated 0:10:00 "
         "(600 s a run: the experiment file's seconds_per_run)")
+    # settings changed by --set or --overlay: the file's figure does not describe the runs
+    run_experiment(tmp_path, exp, tmp_path / "p", seeds=[0], workers=2, extra={"epochs": 1})
+    assert capsys.readouterr().out.splitlines()[0] == (
+        "grid: 2 run(s), 0 finished before, 2 to run on local with 2 worker(s), no GPU; estimated unknown "
+        "(the experiment file's seconds_per_run, 600 s, is for its own settings, not with --set epochs; "
+        "an ETA follows the first finished run)")
     run_experiment(tmp_path, exp, tmp_path / "o", seeds=[0, 1], workers=1)
     # the 2 finished runs recorded 30 + 10 s each; 2 runs left on 1 worker: 80 s
     assert capsys.readouterr().out.splitlines()[0] == (

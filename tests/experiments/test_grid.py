@@ -41,7 +41,8 @@ def _with(**changes) -> dict:
 BAD = [
     (_with(seed=[0]), "unknown key 'seed'; expected one of ['description', 'configurations', "
                       "'default_configurations', 'seeds', 'folds', 'grid', 'overrides', 'splits', 'select', "
-                      "'columns', 'transpose', 'plots', 'executor', 'seconds_per_run', 'fold_report']"),
+                      "'columns', 'transpose', 'plots', 'executor', 'seconds_per_run', 'fold_report', "
+                      "'notes', 'outputs']"),
     (_with(seeds=None), "missing key 'seeds'"),
     (_with(description=" "), "description: expected a non-empty text"),
     (_with(configurations={}), "configurations: expected an object with at least one configuration"),
