@@ -197,6 +197,19 @@ def test_rectal_mri_numeric_sex_codes(capsys, tmp_path):
     assert table(tmp_path / "sub" / "m.csv")["image"][0] == str(tmp_path / "img" / "A" / "t2.nii.gz")
 
 
+def test_rectal_mri_series_uid_column_passes_through(capsys, tmp_path):
+    csv = tmp_path / "c.csv"
+    csv.write_text("patient_id,pcr,sex,uid\nA,1,M,1.2.3.4\nB,0,F,\n")
+    out = tmp_path / "m.csv"
+    base = ["rectal_mri", csv, tmp_path / "img", "--no-check-files", "--image-pattern", "{id}/dicom"]
+    assert run(capsys, *base, "--out", out)[0] == 0  # no series_uid column: none written
+    assert "series_uid" not in table(out).columns
+    assert run(capsys, *base, "--out", out, "--series-uid-column", "uid")[0] == 0
+    t = table(out)
+    assert t["series_uid"].tolist() == ["1.2.3.4", ""] and t["image"].tolist() == ["img/A/dicom", "img/B/dicom"]
+    assert [r.get("series_uid") for r in load_manifest(out, "rectal_mri", check_files=False)] == ["1.2.3.4", ""]
+
+
 def test_rectal_mri_errors(capsys, tmp_path):
     csv = tmp_path / "c.csv"
     csv.write_text("patient_id,pcr,sex\nA,1,M\nB,0,x\n")

@@ -233,3 +233,25 @@ def test_settings_are_checked():
         C.PreprocessSettings.of({"crop": 3})
     with pytest.raises(ValueError, match=r"on_error must be one of \['raise', 'skip'\], got 'ignore'"):
         C.PreprocessSettings(on_error="ignore")
+
+
+def test_a_manifests_series_uid_picks_the_series_of_a_folder_with_two(tmp_path):
+    """The rectal manifest's optional ``series_uid`` column reaches the cache through ``load_datalist``:
+    a folder holding two series is read as the one the manifest names (without the column the same
+    folder is an error listing both, see test_preprocess_io)."""
+    from fairmonai.data import load_datalist, load_schema
+
+    rec = _dicom_case(tmp_path, uid="1.2.826.0.1.3680043.8.498.1")
+    other = np.zeros((4, 4, 2), np.float32)  # a second, smaller series in the same folder
+    write_dicom_series(other, rec["image"], series_uid="1.2.826.0.1.3680043.8.498.2",
+                       series_description="localiser")
+    manifest = pd.DataFrame([{"case_id": "d", "image": rec["image"], "mask": rec["mask"], "label": 1,
+                              "sex": "female", "split": "train", "series_uid": "1.2.826.0.1.3680043.8.498.1"}])
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    records = load_datalist(tmp_path / "manifest.csv", load_schema("rectal_mri"), "all")
+    assert records[0]["series_uid"] == "1.2.826.0.1.3680043.8.498.1"
+    table = C.preprocess_cohort(records, tmp_path / "cache", SETTINGS, progress=None)
+    row = table.iloc[0]
+    # the named series: the 20 x 20 x 6 volume of 1 x 1 x 3 mm with case a's tumour, not the 4 x 4 x 2 one
+    assert (row["status"], row["series_uid"], row["size_in"], row["kept_sizes"]) == (
+        "ok", "1.2.826.0.1.3680043.8.498.1", "[20, 20, 6]", "[180]")

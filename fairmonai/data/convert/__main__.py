@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sex-column", default="sex", help="M/F/male/female or numeric codes (sex)")
     p.add_argument("--age-column", default="age", help="used when present (age)")
     p.add_argument("--site-column", default="site", help="used when present (site)")
+    p.add_argument("--series-uid-column", default="series_uid",
+                   help="used when present: the SeriesInstanceUID of a DICOM folder with several series (series_uid)")
     p.add_argument("--male-code", help="numeric code of male in the sex column, e.g. 1")
     p.add_argument("--female-code", help="numeric code of female (default: the other of 0/1)")
     _common(p)
@@ -109,8 +111,8 @@ def _convert(args: argparse.Namespace):
         return convert_rectal_mri(
             args.csv, args.image_root, args.out, image_pattern=args.image_pattern, mask_pattern=args.mask_pattern,
             id_column=args.id_column, label_column=args.label_column, sex_column=args.sex_column,
-            age_column=args.age_column, site_column=args.site_column, male_code=args.male_code,
-            female_code=args.female_code, **common)
+            age_column=args.age_column, site_column=args.site_column, series_uid_column=args.series_uid_column,
+            male_code=args.male_code, female_code=args.female_code, **common)
     if args.dataset == "mama_mia":
         patterns = {col: getattr(args, f"pattern_{col}") for col in DEFAULT_PATTERNS}
         return convert_mama_mia(

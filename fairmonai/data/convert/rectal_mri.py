@@ -112,6 +112,7 @@ def convert_rectal_mri(
     sex_column: str = "sex",
     age_column: str | None = "age",
     site_column: str | None = "site",
+    series_uid_column: str | None = "series_uid",
     split_column: str | None = "split",
     male_code: str | None = None,
     female_code: str | None = None,
@@ -132,6 +133,9 @@ def convert_rectal_mri(
         id_column, label_column, sex_column: the CSV's columns for id, pCR (0/1, yes/no,
             true/false) and sex.
         age_column, site_column: optional columns, used when present in the CSV.
+        series_uid_column: optional column, used when present: the SeriesInstanceUID to read where the
+            image is a DICOM folder holding several series (written as ``series_uid``; an empty cell
+            reads the folder's only series).
         split_column: a column of ``train``/``test``/``val`` used as given when present in the CSV
             (``None``: always make the seeded split).
         male_code, female_code: numeric sex codes (``female_code`` defaults to the other of 0/1).
@@ -184,6 +188,8 @@ def convert_rectal_mri(
             row["age"] = number_text(rec[age_column], file=csv, row=line, column=age_column)
         if site_column and site_column in table.columns:
             row["site"] = rec[site_column]
+        if series_uid_column and series_uid_column in table.columns:
+            row["series_uid"] = rec[series_uid_column]
         if given_split:
             row["split"] = split
         rows.append(row)
