@@ -71,7 +71,7 @@ def json_value(file: str | Path, key: str) -> float | None:
     value = _json_at(file, key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not _is_number(value):
         raise ColumnError(f"{file}: '{key}' is {value!r}, not a number")
     return value
 

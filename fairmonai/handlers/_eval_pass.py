@@ -9,7 +9,18 @@ from contextlib import contextmanager
 
 import torch
 
-__all__ = ["eval_pass"]
+__all__ = ["eval_pass", "unwrap_with_device"]
+
+
+def unwrap_with_device(network: torch.nn.Module, device: torch.device | str | None = None
+                       ) -> tuple[torch.nn.Module, torch.device]:
+    """``(module, device)``: ``network`` without a ``DistributedDataParallel`` wrapper, and ``device`` or, by
+    default, the device of the module's first parameter (the CPU without one)."""
+    module = network.module if isinstance(network, torch.nn.parallel.DistributedDataParallel) else network
+    if device is None:
+        first = next(module.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+    return module, torch.device(device)
 
 
 @contextmanager
@@ -30,11 +41,7 @@ def eval_pass(network: torch.nn.Module, device: torch.device | str | None = None
             for batch in loader:
                 logits = module(batch["image"].to(device))
     """
-    module = network.module if isinstance(network, torch.nn.parallel.DistributedDataParallel) else network
-    if device is None:
-        first = next(module.parameters(), None)
-        device = first.device if first is not None else torch.device("cpu")
-    device = torch.device(device)
+    module, device = unwrap_with_device(network, device)
     was_training = module.training
     module.eval()
     try:

@@ -32,6 +32,8 @@ import torch.distributed as dist
 from ignite.engine import Engine, Events
 from torch.optim.swa_utils import update_bn
 
+from ._eval_pass import unwrap_with_device
+
 __all__ = ["BatchNormRecalibration", "recalibrate_batchnorm", "NOT_A_TENSOR_MSG"]
 
 NOT_A_TENSOR_MSG = "BatchNormRecalibration: batch[{key!r}] must be a torch.Tensor; got {type}"
@@ -71,14 +73,10 @@ def recalibrate_batchnorm(network: torch.nn.Module, batches: Iterable, *, image_
     The global CPU and CUDA random states are the same after the call as before it (iterating a
     ``DataLoader`` draws its base seed from them).
     """
-    module = network.module if isinstance(network, torch.nn.parallel.DistributedDataParallel) else network
+    module, device = unwrap_with_device(network, device)
     layers = _batchnorm_layers(module)
     if not layers:
         return 0
-    if device is None:
-        first = next(module.parameters(), None)
-        device = first.device if first is not None else torch.device("cpu")
-    device = torch.device(device)
 
     def inputs():
         for batch in batches:
