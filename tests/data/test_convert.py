@@ -409,6 +409,25 @@ def test_isic2020_duplicates_sex_drop_and_patient_split(capsys, tmp_path):
     assert sum(r["label"] for r in recs) == 3
 
 
+def test_isic2020_val_fraction_splits_patients_three_ways(capsys, tmp_path):
+    gt, dups = isic_files(tmp_path)
+    out = tmp_path / "m.csv"
+    rc, stdout, _ = run(capsys, "isic2020", gt, tmp_path / "jpeg", "--duplicates", dups, "--out", out,
+                        "--no-check-files", "--val-fraction", "0.2")
+    assert rc == 0
+    t = table(out)
+    assert (t.groupby("patient_id")["split"].nunique() == 1).all()
+    # the 9 patients kept (P5 dropped: no sex), strata (melanoma, sex): (0, F) P2 P6 P9, (0, M) P4 P7 P10,
+    # (1, F) P3 P8, (1, M) P1: train round(0.7 n) = 2, 2, 1, 1; val round(0.9 n) - train = 1, 1, 1, 0
+    patients = t.groupby("patient_id")["split"].first()
+    assert patients.value_counts().to_dict() == {"train": 6, "val": 3}
+    assert "patient-level split (seed 0): 6 train / 3 val / 0 test patients" in stdout
+    # the training patients are those of the train/test split
+    plain = convert_isic2020(gt, tmp_path, tmp_path / "m2.csv", duplicates=dups, check_files=False)
+    train_plain = set(plain.table.loc[plain.table["split"] == "train", "patient_id"])
+    assert set(patients[patients == "train"].index) == train_plain
+
+
 def test_isic2020_sex_impute_and_v1(tmp_path):
     gt, dups = isic_files(tmp_path)
     conv = convert_isic2020(gt, tmp_path, tmp_path / "m.csv", duplicates=dups, sex_missing="impute",

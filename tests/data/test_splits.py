@@ -10,6 +10,7 @@ from fairmonai.data import (
     strata_keys,
     stratified_kfold,
     stratified_train_test_split,
+    stratified_train_val_test_split,
 )
 
 
@@ -24,6 +25,40 @@ def test_train_fraction_is_exact_per_stratum():
     strata = np.repeat([0, 1, 2, 3], [10, 20, 3, 1])
     is_train = stratified_train_test_split(strata, 0.7, seed=3)
     assert [int(is_train[strata == s].sum()) for s in range(4)] == [7, 14, 2, 1]
+
+
+def test_train_val_test_counts_per_stratum():
+    # sizes 10, 20, 3, 1, 2 at 0.7 / 0.2: train round(0.7 n) = 7, 14, 2, 1 (singleton), 1;
+    # val round(0.9 n) - train = 9-7, 18-14, 3-2, 1-1, 2-1 (round(1.8) = 2) = 2, 4, 1, 0, 1; test the rest
+    strata = np.repeat([0, 1, 2, 3, 4], [10, 20, 3, 1, 2])
+    split = stratified_train_val_test_split(strata, 0.7, 0.2, seed=3)
+    counts = [[int(((strata == s) & (split == part)).sum()) for part in ("train", "val", "test")] for s in range(5)]
+    assert counts == [[7, 2, 1], [14, 4, 2], [2, 1, 0], [1, 0, 0], [1, 1, 0]]
+
+
+def test_train_val_test_keeps_the_train_test_split_training_cases():
+    strata = np.repeat([0, 1, 2], [31, 17, 8])
+    for seed in range(3):
+        split = stratified_train_val_test_split(strata, 0.7, 0.2, seed=seed)
+        assert np.array_equal(split == "train", stratified_train_test_split(strata, 0.7, seed=seed))
+        # val_fraction 0 is the train/test split itself
+        plain = stratified_train_val_test_split(strata, 0.7, 0.0, seed=seed)
+        assert set(plain) == {"train", "test"}
+        assert np.array_equal(plain == "train", stratified_train_test_split(strata, 0.7, seed=seed))
+
+
+@pytest.mark.parametrize("train,val", [(0.7, 0.3), (0.7, -0.1), (0.0, 0.2), (0.9, 0.2)])
+def test_train_val_test_fractions_checked(train, val):
+    with pytest.raises(ValueError, match="must be"):
+        stratified_train_val_test_split([0, 0, 1, 1], train, val)
+
+
+def test_assign_splits_with_validation_part():
+    labels = [0] * 60 + [1] * 40
+    split, fold = assign_splits(labels, ["f", "m"] * 50, train_fraction=0.7, val_fraction=0.2, seed=0)
+    # strata (0,f) (0,m) (1,f) (1,m) of 30, 30, 20, 20: 21/6/3 and 14/4/2 each
+    assert [int((split == p).sum()) for p in ("train", "val", "test")] == [70, 20, 10]
+    assert (fold[split != "train"] == -1).all() and set(fold[split == "train"]) == set(range(5))
 
 
 def test_split_is_seeded():

@@ -196,6 +196,19 @@ def test_isic_patients_and_patient_level_split(tmp):
     assert 0.6 <= p_train <= 0.8
 
 
+def test_isic_val_fraction_gives_a_patient_level_val_part(tmp):
+    m = make_cohort("isic2020", tmp / "isic_val", 60, 2, shape=(32, 32), val_fraction=0.2)
+    t = read_manifest_table(m)
+    per_patient = t.groupby("patient_id")
+    assert (per_patient["split"].nunique() == 1).all()
+    shares = per_patient["split"].first().value_counts(normalize=True)
+    assert set(shares.index) == {"train", "val", "test"}
+    assert 0.6 <= shares["train"] <= 0.8 and 0.1 <= shares["val"] <= 0.3
+    plain = read_manifest_table(make_cohort("isic2020", tmp / "isic_plain", 60, 2, shape=(32, 32)))
+    # the same training patients as without a val part; images are identical
+    assert (plain["split"] == "train").tolist() == (t["split"] == "train").tolist()
+
+
 # ----------------------------------------------------------------------------- the group cue
 def _cue_features(dataset, path, cycles):
     if dataset == "oct_glaucoma":
