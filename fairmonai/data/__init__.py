@@ -18,6 +18,7 @@ from .inference import inference_datalist
 from .memory import estimate_cache_bytes, log_cache_estimate
 from .splits import (
     assign_splits,
+    class_counts,
     load_datalist,
     strata_keys,
     stratified_kfold,
@@ -48,6 +49,7 @@ __all__ = [
     "estimate_cache_bytes",
     "log_cache_estimate",
     "assign_splits",
+    "class_counts",
     "load_datalist",
     "strata_keys",
     "stratified_kfold",

@@ -31,6 +31,7 @@ __all__ = [
     "stratified_train_val_test_split",
     "stratified_kfold",
     "assign_splits",
+    "class_counts",
     "load_datalist",
 ]
 
@@ -253,3 +254,24 @@ def load_datalist(
         raise ValueError(f"the '{split}' part of {manifest} is empty")
     log_missing_values(manifest, f"split '{split}'", out, missing)
     return out
+
+
+def class_counts(records: Sequence[Mapping], num_classes: int, key: str = "label") -> list[int]:
+    """Cases per class ``0 .. num_classes - 1`` of a data list (e.g. the training part, for class weights).
+
+    Raises:
+        ValueError: a record without ``key`` or with a value outside ``[0, num_classes)``, naming the case;
+            a class with no case (class weights need every class), naming it and the counts.
+    """
+    counts = [0] * int(num_classes)
+    for i, r in enumerate(records):
+        value = r.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < num_classes:
+            raise ValueError(f"class_counts: case {r.get('case_id', i)!r} has {key} {value!r}, not a class index in "
+                             f"[0, {num_classes})")
+        counts[int(value)] += 1
+    empty = [c for c, n in enumerate(counts) if n == 0]
+    if empty:
+        raise ValueError(f"class_counts: no case of class(es) {empty} among the {len(records)} records (counts "
+                         f"{counts}); class weights need every class in the training part")
+    return counts

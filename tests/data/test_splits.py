@@ -6,6 +6,7 @@ import pytest
 from fairmonai.data import (
     ManifestError,
     assign_splits,
+    class_counts,
     load_datalist,
     strata_keys,
     stratified_kfold,
@@ -166,3 +167,12 @@ def test_datalist_unknown_part(tmp_path):
     p = _manifest(tmp_path, ["a,x.png,0,male"])
     with pytest.raises(ValueError, match=r"split 'dev' is not one of \['train', 'val', 'test', 'trainval', 'all'\]"):
         load_datalist(p, "isic2020", "dev")
+
+
+def test_class_counts():
+    recs = [{"case_id": f"c{i}", "label": y} for i, y in enumerate([0, 1, 1, 0, 0])]
+    assert class_counts(recs, 2) == [3, 2]
+    with pytest.raises(ValueError, match=r"no case of class\(es\) \[2\] among the 5 records \(counts \[3, 2, 0\]\)"):
+        class_counts(recs, 3)
+    with pytest.raises(ValueError, match="case 'x' has label 2, not a class index in \\[0, 2\\)"):
+        class_counts([{"case_id": "x", "label": 2}], 2)
