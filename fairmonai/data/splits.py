@@ -33,6 +33,7 @@ __all__ = [
     "assign_splits",
     "class_counts",
     "load_datalist",
+    "require_split_parts",
 ]
 
 DATALIST_SPLITS = ("train", "val", "test", "trainval", "all")
@@ -275,3 +276,28 @@ def class_counts(records: Sequence[Mapping], num_classes: int, key: str = "label
         raise ValueError(f"class_counts: no case of class(es) {empty} among the {len(records)} records (counts "
                          f"{counts}); class weights need every class in the training part")
     return counts
+
+
+def require_split_parts(manifest: str | os.PathLike, parts: Sequence[str] = ("train", "val", "test")) -> str:
+    """``manifest`` (as a string) when its ``split`` column holds every one of ``parts``, else an error.
+
+    A bundle whose procedure needs its own validation part (Hänel et al.'s 70/20/10) checks that the
+    manifest has one: :func:`load_datalist` would otherwise take fold ``fold`` of the training part as
+    validation, a run on another split that would still succeed.
+
+    Raises:
+        ManifestError: no ``split`` column, or a part missing (the parts present named).
+    """
+    from .manifest import read_manifest_table
+
+    table = read_manifest_table(manifest)
+    if "split" not in table.columns:
+        raise ManifestError(f"the manifest has no 'split' column; this run needs the parts {list(parts)}",
+                            file=manifest, column="split")
+    present = sorted(set(table["split"].astype(str)))
+    missing = [x for x in parts if x not in present]
+    if missing:
+        raise ManifestError(f"the 'split' column has no {missing} rows (it holds {present}); this run needs the "
+                            f"parts {list(parts)}: build the manifest with a validation part (the converter's "
+                            "--val-fraction, the synthetic cohort's val_fraction)", file=manifest, column="split")
+    return str(manifest)

@@ -14,6 +14,7 @@ _HOME = {
     "batch_averaged_losses": ".fairness_loss_table",
     "fairness_loss_row": ".fairness_loss_table",
     "write_fairness_loss_table": ".fairness_loss_table",
+    "write_fairness_loss_report": ".fairness_loss_table",
     "ReportInputError": ".report",
     "detect_task": ".report",
     "dice_matrix": ".report",

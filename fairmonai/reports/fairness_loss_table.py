@@ -44,6 +44,7 @@ __all__ = [
     "fairness_loss_row",
     "batch_averaged_losses",
     "write_fairness_loss_table",
+    "write_fairness_loss_report",
 ]
 
 #: the five losses, in the paper's order, with their functional forms' names
@@ -189,3 +190,14 @@ def write_fairness_loss_table(rows: Sequence[Mapping] | Mapping, out_dir: str | 
         "loss on the whole split at once. σ_IoU: ddof 1, an absent class scores 0. Accuracies at threshold 0.5.\n\n"
         + "\n".join(lines) + "\n")
     return {"csv": csv, "markdown": md}
+
+
+def write_fairness_loss_report(predictions: str | os.PathLike, out_dir: str | os.PathLike, *, attribute: str,
+                               schema: str | os.PathLike | None = None, model: str = "", split: str = "",
+                               batch_size: int = 256, name: str = "table3") -> dict:
+    """:func:`fairness_loss_row` of ``predictions`` written by :func:`write_fairness_loss_table` into ``out_dir``
+    (``<name>.csv``, ``<name>.md``): one evaluation's step in a bundle's ``run`` list. Returns the row."""
+    row = fairness_loss_row(predictions, attribute=attribute, schema=schema, model=model, split=split,
+                            batch_size=batch_size)
+    write_fairness_loss_table([row], out_dir, name, batch_size=batch_size)
+    return row

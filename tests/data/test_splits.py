@@ -7,6 +7,7 @@ from fairmonai.data import (
     ManifestError,
     assign_splits,
     class_counts,
+    require_split_parts,
     load_datalist,
     strata_keys,
     stratified_kfold,
@@ -176,3 +177,14 @@ def test_class_counts():
         class_counts(recs, 3)
     with pytest.raises(ValueError, match="case 'x' has label 2, not a class index in \\[0, 2\\)"):
         class_counts([{"case_id": "x", "label": 2}], 2)
+
+
+def test_require_split_parts(tmp_path):
+    m = tmp_path / "m.csv"
+    m.write_text("case_id,split\na,train\nb,test\nc,train\n")
+    with pytest.raises(ManifestError, match=r"no \['val'\] rows \(it holds \['test', 'train'\]\)"):
+        require_split_parts(m)
+    assert require_split_parts(m, ("train", "test")) == str(m)
+    m.write_text("case_id\na\n")
+    with pytest.raises(ManifestError, match="has no 'split' column"):
+        require_split_parts(m)
