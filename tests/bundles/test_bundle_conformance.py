@@ -168,7 +168,7 @@ def _check_segmentation_outputs(bundle, root, manifest, inference, inference_arg
 
 
 @pytest.mark.parametrize("bundle,method", METHODS, ids=_ids(METHODS))
-def test_method_overlay_trains(bundle, method, tmp_path):
+def test_method_overlay_trains(bundle, method, tmp_path, smoke_model):
     if is_segmentation(bundle):
         # two epochs: the first trains with weights 1.0, the second with the weights mined after it
         run_bundle(bundle, tmp_path, ["train.json", f"{method}.json"], "--epochs", "2")
@@ -192,16 +192,22 @@ def test_method_overlay_trains(bundle, method, tmp_path):
     vit_only = "FairViT" in json.dumps(overlay.get("network_def", {}))  # FairViT-lite exists for a ViT only
     # 4 blocks for its 4 aux heads; 2 epochs: the line is refitted from the second on
     extra = (["net_vit.json"], ["--vit_num_layers", "4", "--epochs", "2"]) if vit_only else ([], [])
+    baseline = None
+    if overlay.get("finetune"):  # the overlay fine-tunes the bundle's baseline: the smoke model
+        baseline = smoke_model(bundle)[0] / "models" / "model.pt"
+        extra = (extra[0], [*extra[1], "--baseline_ckpt", str(baseline)])
     res = run_bundle(bundle, tmp_path, ["train.json", f"{method}.json", *extra[0]], *extra[1])
     assert (tmp_path / "models" / "model.pt").is_file()
-    _check_method_outputs(bundle, method, tmp_path, res.output)
+    _check_method_outputs(bundle, method, tmp_path, res.output, baseline)
 
 
-def _check_method_outputs(bundle: Path, method: str, root: Path, output: str) -> None:
+def _check_method_outputs(bundle: Path, method: str, root: Path, output: str, baseline: Path | None = None) -> None:
     """What the overlay's method writes, told by what the overlay defines: a fairness penalty (FaMI, MINE,
     MIGE) its penalty curve; a FairBatch sampler its lambda step in the log and lambda in the checkpoint;
     a FIN network a FINClassifier whose weights hold FIN's per-group parameters (it raises without the
-    group codes, so a finished run means every batch delivered them)."""
+    group codes, so a finished run means every batch delivered them); Hänel et al.'s loss (FairnessLossWithCE)
+    its cross entropy, lambda and batch fairness loss in the penalty curve, and a fine-tuning its start
+    from the baseline in the log."""
     overlay = json.loads((bundle / "configs" / f"{method}.json").read_text())
     checked = False
     if "penalty" in overlay:
@@ -217,6 +223,16 @@ def _check_method_outputs(bundle: Path, method: str, root: Path, output: str) ->
         shares = np.asarray(state["cell_sizes"]) / np.asarray(state["cell_sizes"]).sum(axis=1, keepdims=True)
         assert not np.allclose(lam, shares, atol=1e-9), "lambda did not move from the empirical shares"
         checked = True
+    loss = overlay.get("loss", {})
+    if isinstance(loss, dict) and loss.get("_target_", "").endswith("FairnessLossWithCE"):
+        curve = pd.read_csv(root / "eval" / "penalty_curve.csv")
+        assert len(curve) >= 1 and np.isfinite(curve[["ce", "fair", "loss"]].to_numpy()).all()
+        assert (curve["fair"] >= -1e-6).all() and (curve["lam"] == overlay["fair_lambda"]).all()
+        # every logged loss is the cross entropy plus lambda times the fairness loss
+        assert np.allclose(curve["loss"], curve["ce"] + curve["lam"] * curve["fair"], atol=1e-4)
+        checked = True
+    if overlay.get("finetune"):
+        assert baseline is not None and f"Restored all variables from {baseline}" in output, output[-3000:]
     network = overlay.get("network_def", {})
     if isinstance(network, dict) and network.get("_target_", "").endswith("FINClassifier"):
         from monai.bundle import ConfigParser
