@@ -37,6 +37,7 @@ from harness import (
     input_shape,
     input_size,
     is_segmentation,
+    refused,
     last_val_line,
     run_bundle,
     size_key,
@@ -401,31 +402,7 @@ def test_multi_gpu_overlay_matches_single_process(trained, tmp_path):
     assert float(ddp["val_eom"]) == pytest.approx(single["disparities"]["eom"]["value"], abs=1e-6)
 
 
-def _refused(bundle: Path, root: Path, names: list[str], monkeypatch, smoke: bool = True, **overrides) -> str:
-    """The message of the :class:`~fairmonai.bundle_run.BundleRunError` that stops ``initialize`` of these
-    configs, run in this process as ``monai.bundle run`` would run them (its command line in ``sys.argv``)."""
-    from monai.bundle import ConfigWorkflow
-
-    from fairmonai.bundle_run import BundleRunError
-
-    files = [str(bundle / "configs" / n) for n in ([*names, "smoke.json"] if smoke else names)]
-    overrides = {"bundle_root": str(root), **overrides}
-    argv = [str(Path(sys.modules["monai"].__file__).parent / "bundle" / "__main__.py"), "run", "--config_file",
-            "[" + ",".join(f"'{f}'" for f in files) + "]",
-            *[x for k, v in overrides.items() for x in (f"--{k}", json.dumps(v) if not isinstance(v, str) else v)]]
-    monkeypatch.setattr(sys, "argv", argv)
-    wf = ConfigWorkflow(config_file=files, meta_file=str(bundle / "configs" / "metadata.json"), logging_file=False,
-                        workflow_type=None, **overrides)
-    with pytest.raises(Exception) as info:
-        wf.initialize()
-    err = info.value
-    while err is not None and not isinstance(err, BundleRunError):
-        err = err.__cause__ or err.__context__
-    assert err is not None, f"not refused by a BundleRunError: {info.value!r}"
-    return str(err)
-
-
-def test_runs_that_would_succeed_on_the_wrong_thing_are_refused(trained, monkeypatch):
+def test_runs_that_would_succeed_on_the_wrong_thing_arerefused(trained, monkeypatch):
     """Issue 14 points 1-2: misspelled overrides, retraining over a finished model, evaluating a model
     with another method's configs, and inference at another input size stop in ``initialize``, before
     any work, naming what differs; the model and the manifest are left as they were. (The bundle
@@ -438,25 +415,25 @@ def test_runs_that_would_succeed_on_the_wrong_thing_are_refused(trained, monkeyp
     manifest = next((root / "data").glob("*/manifest.csv"))
     manifest_before = file_sha256(manifest)
 
-    out = _refused(bundle, root, ["train.json"], monkeypatch, manfest="/data/real.csv", epoch=3, learning_rat=0.5)
+    out = refused(bundle, root, ["train.json"], monkeypatch, manfest="/data/real.csv", epoch=3, learning_rat=0.5)
     assert "--manfest: not defined by the configs [train.json, smoke.json]; closest defined: manifest" in out
     assert "--epoch: not defined" in out and "closest defined: epochs" in out
     assert "--learning_rat: not defined" in out and "learning_rate" in out
 
-    out = _refused(bundle, root, ["train.json"], monkeypatch)
+    out = refused(bundle, root, ["train.json"], monkeypatch)
     assert f"{model} holds a finished model: pass --overwrite True" in out
 
     # a method that changes the loss and nothing else (FairBatch changes only the batches, FIN the
     # network, FairViT both: its refusal names the network first)
     method = next(m.name for m in sorted((bundle / "configs").glob("method_*.json"))
                   if "loss" in json.loads(m.read_text()) and "network_def" not in json.loads(m.read_text()))
-    out = _refused(bundle, root, ["train.json", method, "evaluate.json"], monkeypatch)
+    out = refused(bundle, root, ["train.json", method, "evaluate.json"], monkeypatch)
     assert "was trained with other settings than this evaluation (loss: trained with" in out
     assert "It was trained with configs ['train.json', 'smoke.json']" in out
 
     key = size_key(bundle)
     default = json.loads((bundle / "configs" / "inference.json").read_text())[key]
-    out = _refused(bundle, root, ["inference.json"], monkeypatch, smoke=False)
+    out = refused(bundle, root, ["inference.json"], monkeypatch, smoke=False)
     assert (f"{key}: trained with {json.dumps(input_size(bundle), separators=(',', ':'))}, this inference has "
             f"{json.dumps(default, separators=(',', ':'))}") in out
 
