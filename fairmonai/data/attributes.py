@@ -9,6 +9,9 @@ The categories themselves (names and order, i.e. the integer codes) are defined 
 schema ``mama_mia`` (``fairmonai/data/schemas/mama_mia.json``, read with
 :func:`~fairmonai.data.load_schema`; :func:`fairmonai.data.sensitive.attribute_groups` returns them
 all). This module holds only the rules that map a raw value to one of them.
+
+ISIC 2020: Hänel et al. (ACCV 2022; their code's ``siim_isic_melanoma.py``) group ``age_approx`` into
+three bins, ``<= 30``, ``31-60`` and ``> 60`` (the schema ``isic2020``'s ``age_group``).
 """
 
 from __future__ import annotations
@@ -18,12 +21,52 @@ import math
 from ..attribute_codes import is_missing
 from .manifest import ManifestError, load_schema
 
-__all__ = ["age_to_group", "normalise_menopause", "normalise_density"]
+__all__ = ["age_to_group", "isic_age_group", "normalise_menopause", "normalise_density"]
 
 #: the schema whose categories the conversions return.
 _DATASET = "mama_mia"
 #: upper bounds (inclusive, years) of the challenge's age bins but the last: 0-40, 41-50, 51-60, 61-70, 71+.
 _AGE_UPPER = (40, 50, 60, 70)
+
+
+#: upper bounds (inclusive, years) of Hänel et al.'s ISIC age bins but the last: 0-30, 31-60, 61+.
+_ISIC_AGE_UPPER = (30, 60)
+
+
+def _age_years(age) -> float | None:
+    if is_missing(age):
+        return None
+    try:
+        a = float(age)
+    except (TypeError, ValueError):
+        raise ValueError(f"age '{age}' is not a number") from None
+    if math.isnan(a):
+        return None
+    if a < 0:
+        raise ValueError(f"age {a} is negative")
+    return a
+
+
+def isic_age_group(age) -> str | None:
+    """ISIC 2020 age group of ``age_approx`` (years), or ``None`` when it is missing.
+
+    Bins (Hänel et al.'s code: ``age <= 30``, ``31 <= age <= 60``, else): ``age <= 30`` -> ``"0-30"``,
+    ``30 < age <= 60`` -> ``"31-60"``, ``age > 60`` -> ``"61+"`` (the schema ``isic2020``'s ``age_group``
+    categories, in order). ISIC gives ages in steps of 5; a fractional age falls in the bin whose upper
+    bound it does not exceed. Their code fills a missing age with the most frequent one; here it stays
+    missing (the schema excludes the case from age-group quantities).
+
+    Raises:
+        ValueError: a negative or non-numeric age.
+    """
+    a = _age_years(age)
+    if a is None:
+        return None
+    groups = load_schema("isic2020").attributes["age_group"].categories
+    for upper, name in zip(_ISIC_AGE_UPPER, groups):
+        if a <= upper:
+            return name
+    return groups[-1]
 
 
 def age_to_group(age) -> str | None:

@@ -397,6 +397,10 @@ def test_isic2020_duplicates_sex_drop_and_patient_split(capsys, tmp_path):
     assert set(t["case_id"]).isdisjoint({"I09", "I11"})  # empty sex dropped
     assert len(t) == 12 and set(t["sex"]) == {"male", "female"} and (t["sex_imputed"] == "0").all()
     assert t.set_index("case_id").loc["I05", "age_approx"] == ""
+    # Hänel et al.'s age bins, empty for a missing age
+    ages = t.set_index("case_id")[["age_approx", "age_group"]]
+    assert ages.loc[["I05", "I14", "I04", "I03", "I07", "I15", "I16"], "age_group"].tolist() == \
+        ["", "0-30", "0-30", "31-60", "31-60", "61+", "61+"]
     assert t.set_index("case_id").loc["I06", "anatom_site"] == ""
     assert t.set_index("case_id").loc["I03", "lesion_id"] == "L2"
     # patient level: one split and one fold per patient
@@ -524,7 +528,7 @@ def test_write_is_atomic_and_validated(tmp_path):
     out = tmp_path / "m.csv"
     out.write_text("old\n")
     bad = Conversion("isic2020", pd.DataFrame([{"case_id": "I1", "image": "a.jpg", "label": "0", "sex": "",
-                                                "split": "train", "fold": "0"}]))
+                                                "age_group": "", "split": "train", "fold": "0"}]))
     with pytest.raises(ManifestError, match=r"m\.csv, row 2, column 'sex': the converted manifest does not validate"):
         write_manifest(bad, out, check_files=False)
     assert out.read_text() == "old\n"  # the old file is untouched, no temporary file is left

@@ -102,10 +102,12 @@ def test_assign_splits_folds_only_on_train():
 
 
 def _manifest(tmp_path, rows, extra_header=""):
+    """An isic2020 manifest of ``rows``; its age_group column is empty (missing: excluded), so that the
+    strata are label x sex."""
     (tmp_path / "x.png").write_bytes(b"x")
     p = tmp_path / "manifest.csv"
-    header = "case_id,image,label,sex" + extra_header
-    p.write_text("\n".join([header, *rows]) + "\n")
+    header = "case_id,image,label,sex" + extra_header + ",age_group"
+    p.write_text("\n".join([header, *(r + "," for r in rows)]) + "\n")
     return p
 
 

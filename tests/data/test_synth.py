@@ -192,6 +192,9 @@ def test_isic_patients_and_patient_level_split(tmp):
     assert (per_patient["split"].nunique() == 1).all()  # a patient never straddles train and test
     assert (per_patient["sex"].nunique() == 1).all()
     assert (per_patient["age_approx"].nunique() == 1).all()
+    ages = t["age_approx"].astype(float)
+    expected = np.where(ages <= 30, "0-30", np.where(ages <= 60, "31-60", "61+"))
+    assert (t["age_group"] == expected).all() and set(expected) == {"0-30", "31-60", "61+"}
     p_train = (per_patient["split"].first() == "train").mean()
     assert 0.6 <= p_train <= 0.8
 

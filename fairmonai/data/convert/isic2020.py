@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..attributes import isic_age_group
 from ..manifest import ManifestError
 from ..splits import strata_keys, stratified_kfold, stratified_train_val_test_split
 from ._common import Conversion, PathBuilder, binary_text, line_of, number_text, read_table, require_columns
@@ -96,7 +97,8 @@ def convert_isic2020(
             adds a ``val`` part; 0.7 and 0.2 give Hänel et al.'s 70/20/10).
 
     Columns: ``case_id`` (image_name), ``image``, ``label`` (target 0/1), ``sex``,
-    ``age_approx``, ``patient_id``, ``lesion_id`` (v2; empty for v1), ``anatom_site``,
+    ``age_approx``, ``age_group`` (:func:`fairmonai.data.attributes.isic_age_group`: 0-30, 31-60, 61+;
+    empty when the age is), ``patient_id``, ``lesion_id`` (v2; empty for v1), ``anatom_site``,
     ``diagnosis``, ``sex_imputed`` (0/1), ``split``, ``fold``.
 
     Raises:
@@ -154,6 +156,7 @@ def convert_isic2020(
         rows.append({
             "case_id": rec["image_name"], "line": line, "label": label, "sex": sex,
             "age_approx": number_text(rec["age_approx"], file=gt, row=line, column="age_approx"),
+            "age_group": isic_age_group(rec["age_approx"]) or "",
             "patient_id": rec["patient_id"], "lesion_id": rec.get("lesion_id", ""),
             "anatom_site": rec["anatom_site_general_challenge"], "diagnosis": rec["diagnosis"], "sex_imputed": "0",
         })

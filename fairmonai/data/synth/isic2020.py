@@ -12,7 +12,7 @@ brown patches). Darkness and colour spread inside the lesion separate the classe
 
 **Patients**: within each sex, the shuffled images are dealt to patients of
 ``1..max_images_per_patient`` (default 4) images, ids ``patient_NNNNN`` (column ``patient_id``);
-``age_approx`` is one multiple of 5 per patient. The split is **patient-level**:
+``age_approx`` is one multiple of 5 per patient (20-85), ``age_group`` its bin (0-30, 31-60, 61+). The split is **patient-level**:
 :func:`~fairmonai.data.assign_splits` runs on patients (stratified on "has a melanoma" x sex)
 and every image takes its patient's split and fold, so no patient is in both train and test.
 ``val_fraction`` (default 0) moves that share of each stratum's patients into a ``val`` part
@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..attributes import isic_age_group
 from ..manifest import load_schema
 from ..splits import assign_splits
 from . import common as C
@@ -179,7 +180,8 @@ def make_isic2020(out_dir, n=None, seed=0, *, prevalence=None, cue_strength=0.0,
 
     table = pd.DataFrame({
         "case_id": ids, "image": [f"images/{c}.png" for c in ids], "label": plan.labels, ATTRIBUTE: plan.groups,
-        "age_approx": ages, "patient_id": pid, "split": split, "fold": fold,
+        "age_approx": ages, "age_group": [isic_age_group(a) or "" for a in ages], "patient_id": pid, "split": split,
+        "fold": fold,
     })
     counts = C.count_table(plan.groups, plan.labels, groups, ["0", "1"])
     cohort = {
