@@ -158,3 +158,29 @@ def test_method_overlays_differ_only_in_their_loss():
         assert o["finetune"] is True and o["epochs"] == 25 and o["select_best"] is False
         assert o["fair_loss"]["empty"] == "@fair_loss_empty"
         assert o["fair_loss"]["reduction"] == ("mean" if m == "iou" else "sum")
+
+
+def test_age_group_is_one_override(baseline, tmp_path):
+    """--sensitive_key age_group fine-tunes with K_s = 3 (the loss gets three groups) and the evaluation's
+    report and Table 3 are by age group, from the same baseline (sex is not part of the baseline)."""
+    from monai.bundle import ConfigParser
+
+    root, _ = baseline
+    parser = ConfigParser()
+    parser.read_config([str(ISIC / "configs" / n) for n in ("train.json", "method_dp_l2.json")])
+    parser["sensitive_key"] = "age_group"
+    assert parser.get_parsed_content("group_names") == ["0-30", "31-60", "61+"]
+    assert parser.get_parsed_content("fair_loss").num_groups == 3
+    res = run_bundle(ISIC, tmp_path, ["train.json", "method_dp_l2.json"], "--baseline_ckpt",
+                     str(root / "models" / "model.pt"), "--sensitive_key", "age_group")
+    assert "Restored all variables from" in res.output
+    curve = pd.read_csv(tmp_path / "eval" / "penalty_curve.csv")
+    assert np.isfinite(curve["fair"]).all()
+    run_bundle(ISIC, tmp_path, ["train.json", "method_dp_l2.json", "evaluate.json"], "--sensitive_key", "age_group")
+    pred = pd.read_csv(tmp_path / "eval" / "predictions_test.csv", dtype={"age_group": str})
+    m = _manifest(tmp_path).set_index("case_id")
+    assert (pred["age_group"].to_numpy() == m.loc[pred["case_id"], "age_group"].to_numpy()).all()
+    report = json.loads((tmp_path / "eval" / "report_test" / "report.json").read_text())
+    assert list(report["attributes"]) == ["age_group"]
+    table = pd.read_csv(tmp_path / "eval" / "report_test" / "table3.csv")
+    assert table.loc[0, "attribute"] == "age_group" and table.loc[0, "model"] == "dp_l2 lambda=1.0"
