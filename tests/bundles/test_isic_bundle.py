@@ -184,3 +184,24 @@ def test_age_group_is_one_override(baseline, tmp_path):
     assert list(report["attributes"]) == ["age_group"]
     table = pd.read_csv(tmp_path / "eval" / "report_test" / "table3.csv")
     assert table.loc[0, "attribute"] == "age_group" and table.loc[0, "model"] == "dp_l2 lambda=1.0"
+
+
+def test_real_data_overlay_needs_the_70_20_10_manifest(tmp_path):
+    """data_isic2020.json reads <dataset_dir>/manifest.csv; one built without a validation part (the
+    converter's default train/test split) is refused, naming the converter's option."""
+    from monai.bundle import ConfigParser
+
+    from fairmonai.data import ManifestError
+
+    (tmp_path / "train").mkdir()
+    (tmp_path / "manifest.csv").write_text(
+        "case_id,image,label,sex,age_group,split,fold\n"
+        "I1,train/I1.jpg,0,male,31-60,train,0\nI2,train/I2.jpg,1,female,0-30,test,\n")
+    parser = ConfigParser()
+    parser.read_config([str(ISIC / "configs" / n) for n in ("train.json", "data_isic2020.json")])
+    parser["dataset_dir"] = str(tmp_path)
+    assert parser.get_parsed_content("manifest") == str(tmp_path / "manifest.csv")
+    with pytest.raises(RuntimeError) as info:  # MONAI's config expression error, raised from ours
+        parser.get_parsed_content("train#datalist")
+    assert isinstance(info.value.__cause__, ManifestError)
+    assert re.search(r"has no \['val'\] rows .*--val-fraction", str(info.value.__cause__))
