@@ -360,6 +360,7 @@ def test_multi_gpu_overlay_matches_single_process(trained, tmp_path):
     bundle, _, _ = trained
     root = tmp_path / "ddp"
     root.mkdir()
+    train = json.loads((bundle / "configs" / "train.json").read_text())  # SGD bundles take a momentum, Adam ones not
     saver = tmp_path / "metrics_saver.json"
     saver.write_text(json.dumps({"+validate#handlers": [{
         "_target_": "MetricsSaver", "save_dir": "$@output_dir + '/val_metrics'",
@@ -372,7 +373,10 @@ def test_multi_gpu_overlay_matches_single_process(trained, tmp_path):
            "--logging_file", str(bundle / "configs" / "logging.conf"), "--bundle_root", str(root),
            # a model that separates the classes, so the compared values are not degenerate
            "--epochs", "2", *(["--learning_rate", "0.001"] if is_segmentation(bundle)
-                              else ["--learning_rate", "0.01", "--momentum", "0.9"])]
+                              else ["--learning_rate", "0.01", "--momentum", "0.9"] if "momentum" in train
+                              else ["--learning_rate", "0.001"]),
+           # the last epoch's validation is compared: a bundle that keeps its best epoch keeps the last here
+           *(["--select_best", "False"] if "select_best" in train else [])]
     res = subprocess.run(cmd, cwd=root, env=ENV, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     ddp = dict(line.strip().split(",") for line in (root / "eval" / "val_metrics" / "metrics.csv").read_text().splitlines())

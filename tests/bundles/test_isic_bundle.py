@@ -78,8 +78,9 @@ def test_class_weights_are_effective_numbers_of_the_training_split(baseline):
 
 def test_finetune_starts_from_the_baseline_weights(baseline, tmp_path):
     """Adam with learning rate 0 moves no parameter: after one epoch of a method overlay, every parameter
-    is the baseline's (BatchNorm's running statistics, buffers, do move in training mode). Without the
-    baseline the same run keeps its own initialisation, which differs."""
+    is the baseline's (BatchNorm's running statistics are buffers, recomputed in training mode and by the
+    smoke size's recalibration: left out). Without the baseline the same run keeps its own
+    initialisation, which differs."""
     root, _ = baseline
     base = weights(root / "models" / "model.pt")
     params = [k for k in base if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
@@ -87,7 +88,6 @@ def test_finetune_starts_from_the_baseline_weights(baseline, tmp_path):
                str(root / "models" / "model.pt"), "--learning_rate", "0.0")
     tuned = weights(tmp_path / "models" / "model.pt")
     assert all(torch.equal(tuned[k], base[k]) for k in params)
-    assert not all(torch.equal(tuned[k], base[k]) for k in base)  # running statistics updated
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     run_bundle(ISIC, scratch, ["train.json"], "--learning_rate", "0.0", "--seed", "1")
