@@ -205,3 +205,32 @@ def test_real_data_overlay_needs_the_70_20_10_manifest(tmp_path):
         parser.get_parsed_content("train#datalist")
     assert isinstance(info.value.__cause__, ManifestError)
     assert re.search(r"has no \['val'\] rows .*--val-fraction", str(info.value.__cause__))
+
+
+GOOD = pd.DataFrame({"case_id": ["I1", "I2", "I3"], "image": ["train/I1.jpg"] * 3, "label": ["0", "1", "1"],
+                     "sex": ["male", "male", "female"], "age_group": ["0-30", "31-60", "61+"],
+                     "split": ["train", "val", "test"]})
+
+
+@pytest.mark.parametrize("change,expected", [
+    (lambda t: t.drop(columns="sex"), r"missing required column\(s\) \['sex'\]"),
+    (lambda t: t.assign(sex=["divers", "male", "female"]),
+     r"row 2, column 'sex': value 'divers' is not one of the declared categories \['female', 'male'\]"),
+    (lambda t: t.assign(label=["nan", "1", "1"]), r"row 2, column 'label': empty or NaN label"),
+    (lambda t: t.assign(image=["train/none.jpg"] + ["train/I1.jpg"] * 2),
+     r"row 2, column 'image': file not found: .*train/none\.jpg"),
+], ids=["missing_column", "unknown_value", "nan_label", "missing_file"])
+def test_bad_manifest_is_named(tmp_path, change, expected):
+    """A bad real manifest stops the data list with an error naming the column, value or file."""
+    from monai.bundle import ConfigParser
+
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "I1.jpg").write_bytes(b"x")
+    change(GOOD).to_csv(tmp_path / "manifest.csv", index=False)
+    parser = ConfigParser()
+    parser.read_config([str(ISIC / "configs" / n) for n in ("train.json", "data_isic2020.json")])
+    parser["dataset_dir"] = str(tmp_path)
+    with pytest.raises(Exception) as info:
+        parser.get_parsed_content("train#datalist")
+    message = str(info.value.__cause__ or info.value)
+    assert re.search(expected, message), message
