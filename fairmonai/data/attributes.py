@@ -33,7 +33,9 @@ _AGE_UPPER = (40, 50, 60, 70)
 _ISIC_AGE_UPPER = (30, 60)
 
 
-def _age_years(age) -> float | None:
+def _bin_age(age, dataset: str, uppers: tuple[int, ...], rule: str) -> str | None:
+    """The schema ``dataset``'s ``age_group`` category of ``age``: the first whose inclusive upper bound in
+    ``uppers`` it does not exceed, else the last; ``None`` for a missing age."""
     if is_missing(age):
         return None
     try:
@@ -44,7 +46,16 @@ def _age_years(age) -> float | None:
         return None
     if a < 0:
         raise ValueError(f"age {a} is negative")
-    return a
+    schema = load_schema(dataset)
+    groups = schema.attributes["age_group"].categories
+    if len(groups) != len(uppers) + 1:  # a schema edited without this rule
+        raise ManifestError(f"schema '{schema.name}' declares {len(groups)} age groups {list(groups)}; {rule} "
+                            f"bins ages into {len(uppers) + 1} (upper bounds {list(uppers)} and above)",
+                            file=schema.source)
+    for upper, name in zip(uppers, groups):
+        if a <= upper:
+            return name
+    return groups[-1]
 
 
 def isic_age_group(age) -> str | None:
@@ -58,15 +69,9 @@ def isic_age_group(age) -> str | None:
 
     Raises:
         ValueError: a negative or non-numeric age.
+        ManifestError: the schema's ``age_group`` does not have the three bins.
     """
-    a = _age_years(age)
-    if a is None:
-        return None
-    groups = load_schema("isic2020").attributes["age_group"].categories
-    for upper, name in zip(_ISIC_AGE_UPPER, groups):
-        if a <= upper:
-            return name
-    return groups[-1]
+    return _bin_age(age, "isic2020", _ISIC_AGE_UPPER, "isic_age_group")
 
 
 def age_to_group(age) -> str | None:
@@ -81,26 +86,7 @@ def age_to_group(age) -> str | None:
         ValueError: a negative or non-numeric age.
         ManifestError: the schema's ``age_group`` does not have the five bins.
     """
-    if is_missing(age):
-        return None
-    try:
-        a = float(age)
-    except (TypeError, ValueError):
-        raise ValueError(f"age '{age}' is not a number") from None
-    if math.isnan(a):
-        return None
-    if a < 0:
-        raise ValueError(f"age {a} is negative")
-    schema = load_schema(_DATASET)
-    groups = schema.attributes["age_group"].categories
-    if len(groups) != len(_AGE_UPPER) + 1:  # a schema edited without this rule
-        raise ManifestError(f"schema '{schema.name}' declares {len(groups)} age groups {list(groups)}; age_to_group "
-                            f"bins ages into {len(_AGE_UPPER) + 1} (upper bounds {list(_AGE_UPPER)} and above)",
-                            file=schema.source)
-    for upper, name in zip(_AGE_UPPER, groups):
-        if a <= upper:
-            return name
-    return groups[-1]
+    return _bin_age(age, _DATASET, _AGE_UPPER, "age_to_group")
 
 
 def normalise_menopause(value) -> str:
