@@ -344,7 +344,9 @@ def recorded_manifest(ckpt_path: str | os.PathLike) -> str:
     return str(record["manifest"])
 
 
-def _compare_model(record: Mapping[str, Any], ckpt_path, command: CommandLine | None, what: str) -> None:
+def _compare_model(record: Mapping[str, Any], ckpt_path, command: CommandLine | None, what: str,
+                   ids: Sequence[str] | None = None) -> None:
+    """Raise naming each of ``ids`` (default: this run's ``model_record_ids``) whose config differs from the record's."""
     if command is None:
         logger.warning("%s: not run by 'monai.bundle run', so the model's configs are not compared with %s's",
                        ckpt_path, what)
@@ -354,7 +356,7 @@ def _compare_model(record: Mapping[str, Any], ckpt_path, command: CommandLine | 
                        "compared", ckpt_path)
         return
     parser = _merged_parser(command, with_overrides=True)
-    now = _identity(parser, _model_ids(parser))
+    now = _identity(parser, _model_ids(parser) if ids is None else ids)
     trained = record.get("model", {})
     mismatched = [i for i in now if i in trained and _canonical(now[i]) != _canonical(trained[i])]
     missing = [i for i in now if i not in trained]
@@ -473,17 +475,5 @@ def check_finetune_start(ckpt_path: str | os.PathLike | None, *, ids: Sequence[s
             f"baseline_ckpt {ckpt_path} was trained on manifest {record.get('manifest')} (sha256 "
             f"{(trained_hash or 'unknown')[:12]}), this run's is {Path(manifest).resolve()} (sha256 "
             f"{(now_hash or 'missing')[:12]}): fine-tune on the manifest (and split) the baseline was trained on")
-    command = bundle_command_line(argv)
-    if command is None or record.get("command_line") is None:
-        logger.warning("%s: the configs of the fine-tuning or of its starting model are not recorded (not run by "
-                       "'monai.bundle run'): the network and input are not compared", ckpt_path)
-        return record
-    now = _identity(_merged_parser(command, with_overrides=True), ids)
-    trained = record.get("model", {})
-    parts = [f"{i}: trained with {_canonical(trained[i]) if i in trained else 'nothing recorded'}, this run has "
-             f"{_canonical(now[i])}" for i in ids if i in now and (i not in trained or
-                                                                   _canonical(now[i]) != _canonical(trained[i]))]
-    if parts:
-        raise BundleRunError(f"baseline_ckpt {ckpt_path} does not fit this run ({'; '.join(parts)}): fine-tune with "
-                             "the network and input the baseline was trained with")
+    _compare_model(record, ckpt_path, bundle_command_line(argv), "fine-tuning", ids=ids)
     return record

@@ -121,7 +121,8 @@ def test_bad_baselines_are_refused(baseline, tmp_path, monkeypatch):
     # another input size: the network and input ids are compared, naming the id and both values
     out = refused(ISIC, tmp_path, ["train.json", "method_dp_l2.json"], monkeypatch, baseline_ckpt=ckpt,
                   image_size=[24, 24])
-    assert "does not fit this run (image_size: trained with [32,32], this run has [24,24]" in out
+    assert f"{ckpt} was trained with other settings than this fine-tuning (image_size: trained with [32,32], " \
+        "this fine-tuning has [24,24]" in out
     # another cohort, another manifest: the baseline may have trained on this run's validation or test cases
     out = refused(ISIC, tmp_path / "other", ["train.json", "method_dp_l2.json"], monkeypatch, baseline_ckpt=ckpt,
                   cohort_size=60)
