@@ -9,6 +9,9 @@ defines is added silently, so ``--manfest /data/real.csv`` trains on the synthet
 * :func:`check_training_run`: every override key is defined by the merged configs (else an error
   naming the key and the closest defined ids), and a folder holding a finished ``model.pt`` is not
   trained into unless ``overwrite`` or ``resume`` is set;
+* :func:`check_finetune_start`: a fine-tuning run's starting model (e.g. the ISIC bundle's baseline)
+  exists, carries a record, was trained on this run's manifest (the same split) and with the same
+  network and input ids;
 * :func:`check_evaluation_run` and :func:`check_inference_run`: the model file carries a
   :class:`RunRecord` (written beside the weights by the training run), and the ids that define the
   model (network, input size, intensity scaling, loss: the bundle's ``model_record_ids``) are the same
@@ -52,6 +55,7 @@ __all__ = [
     "RunRecord",
     "bundle_command_line",
     "check_evaluation_run",
+    "check_finetune_start",
     "check_inference_run",
     "check_training_run",
     "file_sha256",
@@ -340,7 +344,9 @@ def recorded_manifest(ckpt_path: str | os.PathLike) -> str:
     return str(record["manifest"])
 
 
-def _compare_model(record: Mapping[str, Any], ckpt_path, command: CommandLine | None, what: str) -> None:
+def _compare_model(record: Mapping[str, Any], ckpt_path, command: CommandLine | None, what: str,
+                   ids: Sequence[str] | None = None) -> None:
+    """Raise naming each of ``ids`` (default: this run's ``model_record_ids``) whose config differs from the record's."""
     if command is None:
         logger.warning("%s: not run by 'monai.bundle run', so the model's configs are not compared with %s's",
                        ckpt_path, what)
@@ -350,7 +356,7 @@ def _compare_model(record: Mapping[str, Any], ckpt_path, command: CommandLine | 
                        "compared", ckpt_path)
         return
     parser = _merged_parser(command, with_overrides=True)
-    now = _identity(parser, _model_ids(parser))
+    now = _identity(parser, _model_ids(parser) if ids is None else ids)
     trained = record.get("model", {})
     mismatched = [i for i in now if i in trained and _canonical(now[i]) != _canonical(trained[i])]
     missing = [i for i in now if i not in trained]
@@ -429,4 +435,45 @@ def check_inference_run(ckpt_path: str | os.PathLike, *, argv: Sequence[str] | N
     _check_overrides(command)
     record = load_run_record(ckpt_path)
     _compare_model(record, ckpt_path, command, what)
+    return record
+
+
+def check_finetune_start(ckpt_path: str | os.PathLike | None, *, ids: Sequence[str], manifest: str | os.PathLike,
+                         argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Before a fine-tuning run: its starting model is a finished, recorded model of the same network and
+    input, trained on the same manifest.
+
+    The training run's own checks (:func:`check_training_run`) still apply; this adds those of the model it
+    starts from. ``ids`` are the config ids that must be equal in the starting model's record and in this
+    run (network and input, not the loss or the schedule, which the fine-tuning changes). The manifest
+    must be the same file content (hash): a model trained on another split would have seen this run's
+    validation or test cases.
+
+    Args:
+        ckpt_path: the starting model (``model.pt`` of the earlier run), or ``None`` (not set).
+        ids: the config ids to compare.
+        manifest: this run's manifest.
+        argv: the command line (default ``sys.argv``; for tests).
+
+    Returns:
+        the starting model's record.
+
+    Raises:
+        BundleRunError: ``ckpt_path`` unset or not a file, a model without a record, another manifest, an id
+            that differs (both values named).
+    """
+    if ckpt_path is None:
+        raise BundleRunError("baseline_ckpt is not set: this run fine-tunes a trained model; train the baseline "
+                             "(train.json, --bundle_root DIR) and pass --baseline_ckpt DIR/models/model.pt")
+    if not Path(ckpt_path).is_file():
+        raise BundleRunError(f"baseline_ckpt: no model file {ckpt_path}: train the baseline (train.json, "
+                             "--bundle_root DIR) and pass --baseline_ckpt DIR/models/model.pt")
+    record = load_run_record(ckpt_path)
+    trained_hash, now_hash = record.get("manifest_sha256"), file_sha256(manifest)
+    if trained_hash != now_hash:
+        raise BundleRunError(
+            f"baseline_ckpt {ckpt_path} was trained on manifest {record.get('manifest')} (sha256 "
+            f"{(trained_hash or 'unknown')[:12]}), this run's is {Path(manifest).resolve()} (sha256 "
+            f"{(now_hash or 'missing')[:12]}): fine-tune on the manifest (and split) the baseline was trained on")
+    _compare_model(record, ckpt_path, bundle_command_line(argv), "fine-tuning", ids=ids)
     return record

@@ -4,6 +4,10 @@
 data dict (the manifest's ``bbox_*`` columns), as the MAMA-MIA challenge masks predictions outside
 the breast bounding box before scoring.
 
+:class:`CenterSquareCropd` crops each image to its central square (side: its shortest spatial side),
+the first step of the ISIC bundle's photo preprocessing (MONAI's crops take one fixed size for
+every image).
+
 :class:`LoadCaseImaged` is MONAI's ``LoadImaged`` whose read errors name the case and the file.
 """
 
@@ -20,13 +24,14 @@ import numpy as np
 import pandas as pd
 import torch
 from monai.config import KeysCollection
-from monai.transforms import LoadImaged, MapTransform
+from monai.transforms import CenterSpatialCrop, LoadImaged, MapTransform
 
 from .data.image_check import ImageReadError
 from .data.manifest import is_missing
 
 __all__ = [
     "BBOX_KEYS",
+    "CenterSquareCropd",
     "LoadCaseImaged",
     "MaskOutsideBoxd",
 ]
@@ -324,3 +329,35 @@ class LoadCaseImaged(LoadImaged):
         keys = ", ".join(str(k) for k in self.keys)
         return ImageReadError(_MSG_LOAD.format(keys=keys, error=_reason(error, tried)), case_id=case,
                               file=", ".join(tried) or None)
+
+
+class CenterSquareCropd(MapTransform):
+    """Crop each channel-first image ``(C, *spatial)`` to the central square (cube) whose side is its
+    shortest spatial side, e.g. a 4000 x 6000 photo to its central 4000 x 4000.
+
+    The square starts at ``n // 2 - side // 2`` along a side of ``n`` (MONAI's
+    :class:`~monai.transforms.CenterSpatialCrop`, which does the cropping, so a ``MetaTensor`` keeps
+    its affine and the crop is invertible): where ``n - side`` is odd, the odd row is cut from the
+    near end when ``n`` is even, from the far end when ``n`` is odd. An image that is already square is returned unchanged.
+
+    Args:
+        keys: the keys of the images.
+        allow_missing_keys: don't raise for a missing key.
+
+    Raises:
+        ValueError: an image with no spatial dimension (fewer than 2 dimensions), naming the key and shape.
+    """
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            shape = tuple(img.shape)
+            if len(shape) < 2:
+                raise ValueError(f"CenterSquareCropd: '{key}' must be channel-first (C, *spatial), got shape {shape}")
+            side = min(shape[1:])
+            d[key] = CenterSpatialCrop([side] * (len(shape) - 1))(img)
+        return d

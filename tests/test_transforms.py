@@ -248,3 +248,18 @@ def test_load_case_imaged_missing_key_and_compose(tmp_path):
     err = find_input_error(e.value)
     assert isinstance(err, ImageReadError) and err.case_id == "c5"
     assert input_error_line(e.value) == f"ImageReadError: {err}"
+
+
+def test_center_square_crop_keeps_the_central_square():
+    from fairmonai.transforms import CenterSquareCropd
+
+    x = torch.arange(2 * 3 * 6, dtype=torch.float32).reshape(2, 3, 6)
+    out = CenterSquareCropd("image")({"image": x, "label": 1})
+    # width 6 -> 3: starts at 6 // 2 - 3 // 2 = 2, columns 2, 3, 4
+    assert torch.equal(torch.as_tensor(out["image"]), x[:, :, 2:5]) and out["label"] == 1
+    tall = torch.rand(3, 7, 4)  # height 7 -> 4: starts at 7 // 2 - 4 // 2 = 1
+    assert torch.equal(torch.as_tensor(CenterSquareCropd("image")({"image": tall})["image"]), tall[:, 1:5, :])
+    square = torch.rand(3, 5, 5)
+    assert torch.equal(torch.as_tensor(CenterSquareCropd("image")({"image": square})["image"]), square)
+    with pytest.raises(ValueError, match=r"'image' must be channel-first \(C, \*spatial\), got shape \(5,\)"):
+        CenterSquareCropd("image")({"image": torch.rand(5)})

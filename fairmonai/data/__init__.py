@@ -16,7 +16,16 @@ from .cohort_cache import ensure_cohort
 from .image_check import ImageCheckError, ImageReadError, check_images, find_image_problems
 from .inference import inference_datalist
 from .memory import estimate_cache_bytes, log_cache_estimate
-from .splits import assign_splits, load_datalist, strata_keys, stratified_kfold, stratified_train_test_split
+from .splits import (
+    assign_splits,
+    class_counts,
+    load_datalist,
+    require_split_parts,
+    strata_keys,
+    stratified_kfold,
+    stratified_train_test_split,
+    stratified_train_val_test_split,
+)
 
 __all__ = [
     "EXCLUDED_CODE",
@@ -41,10 +50,13 @@ __all__ = [
     "estimate_cache_bytes",
     "log_cache_estimate",
     "assign_splits",
+    "class_counts",
     "load_datalist",
+    "require_split_parts",
     "strata_keys",
     "stratified_kfold",
     "stratified_train_test_split",
+    "stratified_train_val_test_split",
 ]
 
 

@@ -6,6 +6,8 @@ their values. Inside each stratum the cases are shuffled with a seeded generator
 * :func:`stratified_train_test_split` puts ``round(train_fraction * n)`` of them in train (70 % per
   class, as the FaMI paper states). A stratum too small to split (one case) goes to train, so
   "where counts allow" is automatic and no case is dropped.
+* :func:`stratified_train_val_test_split` takes the same training cases and cuts the rest into
+  validation and test (70/20/10, as Hänel et al. split ISIC 2020).
 * :func:`stratified_kfold` deals them to the folds round-robin, continuing where the previous stratum
   stopped, so every stratum is spread as evenly as its size allows and fold sizes differ by at
   most one overall.
@@ -23,7 +25,16 @@ import numpy as np
 
 from .manifest import ManifestError, ManifestSchema, load_schema, log_missing_values, read_manifest_records
 
-__all__ = ["strata_keys", "stratified_train_test_split", "stratified_kfold", "assign_splits", "load_datalist"]
+__all__ = [
+    "strata_keys",
+    "stratified_train_test_split",
+    "stratified_train_val_test_split",
+    "stratified_kfold",
+    "assign_splits",
+    "class_counts",
+    "load_datalist",
+    "require_split_parts",
+]
 
 DATALIST_SPLITS = ("train", "val", "test", "trainval", "all")
 
@@ -64,6 +75,51 @@ def stratified_train_test_split(strata: Sequence[int], train_fraction: float = 0
     return is_train
 
 
+def stratified_train_val_test_split(strata: Sequence[int], train_fraction: float = 0.7, val_fraction: float = 0.0,
+                                    seed: int = 0) -> np.ndarray:
+    """``"train"`` / ``"val"`` / ``"test"`` per case, stratified: the three parts of each stratum ``s``
+    of ``n_s`` cases have ``n_train = max(1, round(train_fraction * n_s))``,
+    ``n_val = round((train_fraction + val_fraction) * n_s) - n_train`` (at least 0, at most what is
+    left) and the rest cases.
+
+    The training cases are exactly those of :func:`stratified_train_test_split` with the same
+    ``strata``, ``train_fraction`` and ``seed`` (the same shuffle), so ``val_fraction=0`` gives its
+    split; validation takes the next cases of each shuffled stratum. The bounds are cumulative, so
+    the three shares of a stratum add up to ``n_s`` and round as the fractions do (a stratum of 10:
+    7 / 2 / 1 at 0.7 / 0.2). A stratum of one or two cases has no room for all three parts (its
+    cases go to train first, then validation).
+
+    Args:
+        strata: stratum id per case, shape (N,).
+        train_fraction: share of each stratum in train, in (0, 1).
+        val_fraction: share in validation, ``>= 0``, with ``train_fraction + val_fraction < 1`` (the
+            test share is the rest).
+        seed: seed of the shuffle inside each stratum.
+
+    Returns:
+        ``split``, object array of shape (N,).
+
+    Raises:
+        ValueError: a fraction out of range, naming it.
+    """
+    if not 0.0 < train_fraction < 1.0:
+        raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
+    if not (val_fraction >= 0.0 and train_fraction + val_fraction < 1.0):
+        raise ValueError(f"val_fraction must be >= 0 with train_fraction + val_fraction < 1 (a test part is left); "
+                         f"got train_fraction {train_fraction}, val_fraction {val_fraction}")
+    strata = np.asarray(strata)
+    rng = np.random.default_rng(seed)
+    split = np.full(len(strata), "test", dtype=object)
+    for s in np.unique(strata):
+        idx = np.flatnonzero(strata == s)
+        rng.shuffle(idx)
+        n_train = max(1, int(round(train_fraction * len(idx))))
+        n_val = min(max(int(round((train_fraction + val_fraction) * len(idx))) - n_train, 0), len(idx) - n_train)
+        split[idx[:n_train]] = "train"
+        split[idx[n_train:n_train + n_val]] = "val"
+    return split
+
+
 def stratified_kfold(strata: Sequence[int], num_folds: int = 5, seed: int = 0) -> np.ndarray:
     """Fold number in ``[0, num_folds)`` per case, each stratum dealt round-robin after a seeded shuffle.
 
@@ -92,15 +148,19 @@ def stratified_kfold(strata: Sequence[int], num_folds: int = 5, seed: int = 0) -
 
 
 def assign_splits(
-    labels: Sequence, groups: Sequence | None = None, *, train_fraction: float = 0.7, num_folds: int = 5, seed: int = 0
+    labels: Sequence, groups: Sequence | None = None, *, train_fraction: float = 0.7, val_fraction: float = 0.0,
+    num_folds: int = 5, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``split`` ("train"/"test") and ``fold`` (-1 for test) per case, stratified on label x group.
+    """``split`` ("train"/"test", and "val" when ``val_fraction > 0``) and ``fold`` (-1 outside train) per
+    case, stratified on label x group (:func:`stratified_train_val_test_split`).
 
-    The k folds partition the training part only; validation for monitoring is one of them.
+    The k folds partition the training part only; validation for monitoring is one of them, unless
+    the split has its own validation part (``val_fraction > 0``), which :func:`load_datalist` then
+    uses instead of a fold.
     """
     strata = strata_keys(labels) if groups is None else strata_keys(labels, groups)
-    is_train = stratified_train_test_split(strata, train_fraction, seed)
-    split = np.where(is_train, "train", "test").astype(object)
+    split = stratified_train_val_test_split(strata, train_fraction, val_fraction, seed)
+    is_train = split == "train"
     fold = np.full(len(strata), -1, dtype=int)
     train_idx = np.flatnonzero(is_train)
     fold[train_idx] = stratified_kfold(strata[train_idx], num_folds=min(num_folds, len(train_idx)), seed=seed + 1)
@@ -195,3 +255,49 @@ def load_datalist(
         raise ValueError(f"the '{split}' part of {manifest} is empty")
     log_missing_values(manifest, f"split '{split}'", out, missing)
     return out
+
+
+def class_counts(records: Sequence[Mapping], num_classes: int, key: str = "label") -> list[int]:
+    """Cases per class ``0 .. num_classes - 1`` of a data list (e.g. the training part, for class weights).
+
+    Raises:
+        ValueError: a record without ``key`` or with a value outside ``[0, num_classes)``, naming the case;
+            a class with no case (class weights need every class), naming it and the counts.
+    """
+    counts = [0] * int(num_classes)
+    for i, r in enumerate(records):
+        value = r.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < num_classes:
+            raise ValueError(f"class_counts: case {r.get('case_id', i)!r} has {key} {value!r}, not a class index in "
+                             f"[0, {num_classes})")
+        counts[int(value)] += 1
+    empty = [c for c, n in enumerate(counts) if n == 0]
+    if empty:
+        raise ValueError(f"class_counts: no case of class(es) {empty} among the {len(records)} records (counts "
+                         f"{counts}); class weights need every class in the training part")
+    return counts
+
+
+def require_split_parts(manifest: str | os.PathLike, parts: Sequence[str] = ("train", "val", "test")) -> str:
+    """``manifest`` (as a string) when its ``split`` column holds every one of ``parts``, else an error.
+
+    A bundle whose procedure needs its own validation part (Hänel et al.'s 70/20/10) checks that the
+    manifest has one: :func:`load_datalist` would otherwise take fold ``fold`` of the training part as
+    validation, a run on another split that would still succeed.
+
+    Raises:
+        ManifestError: no ``split`` column, or a part missing (the parts present named).
+    """
+    from .manifest import read_manifest_table
+
+    table = read_manifest_table(manifest)
+    if "split" not in table.columns:
+        raise ManifestError(f"the manifest has no 'split' column; this run needs the parts {list(parts)}",
+                            file=manifest, column="split")
+    present = sorted(set(table["split"].astype(str)))
+    missing = [x for x in parts if x not in present]
+    if missing:
+        raise ManifestError(f"the 'split' column has no {missing} rows (it holds {present}); this run needs the "
+                            f"parts {list(parts)}: build the manifest with a validation part (the converter's "
+                            "--val-fraction, the synthetic cohort's val_fraction)", file=manifest, column="split")
+    return str(manifest)

@@ -6,6 +6,11 @@
     python -m fairmonai.experiments run bundles/oct_glaucoma_fami demo --out demo_output
     python -m fairmonai.experiments run bundles/mama_mia_fairmedseg table1 --out runs/table1 --seeds 0 1 2 \\
         --set epochs=20 roi_size=[64,64,32]
+    python -m fairmonai.experiments lambda-search bundles/isic2020_fairness_losses --method iou --out runs/iou_search
+
+``lambda-search`` (optuna, the optional extra ``search``) searches a method overlay's ``fair_lambda``
+(:mod:`fairmonai.experiments.lambda_search`); ``--trials``, ``--low``, ``--high``, ``--storage``,
+``--seed``, ``--overlay`` and ``--set`` as below.
 
 The bundle's folder is the first argument (a relative path is taken from the current directory); the
 experiment is ``<bundle>/experiments/<name>.json`` (format: :mod:`fairmonai.experiments.grid`).
@@ -76,9 +81,32 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="where runs go: local processes or Ray tasks (default: the file's, else local)")
     run.add_argument("--workers", type=int, default=None,
                      help="runs at once (local: one GPU each when there are GPUs; default: the file's, else 1)")
+    search = sub.add_parser("lambda-search", help="search a method overlay's fair_lambda with Optuna (extra 'search')")
+    search.add_argument("bundle", help="the bundle's folder")
+    search.add_argument("--method", required=True, help="the overlay method_<METHOD>.json, e.g. iou")
+    search.add_argument("--out", required=True, help="output folder (baseline, trials, study, search.csv/json/png)")
+    search.add_argument("--trials", type=int, default=20, help="trials in the study in all (20)")
+    search.add_argument("--low", type=float, default=0.1, help="smallest lambda (0.1)")
+    search.add_argument("--high", type=float, default=1000.0, help="largest lambda (1000)")
+    search.add_argument("--storage", default=None, help="Optuna storage URL (sqlite:///<out>/search.db)")
+    search.add_argument("--seed", type=int, default=0, help="the sampler's and the runs' seed (0)")
+    search.add_argument("--overlay", nargs="+", action="extend", default=[], metavar="FILE",
+                        help="config files of the bundle added to every run, e.g. cpu.json")
+    search.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                        help="bundle override for every run (JSON values)")
     args = parser.parse_args(argv)
     try:
         bundle = check_bundle(args.bundle, option="the bundle argument")
+        if args.command == "lambda-search":
+            from .lambda_search import search_lambda
+
+            result = search_lambda(bundle, args.out, method=args.method, n_trials=args.trials, low=args.low,
+                                   high=args.high, storage=args.storage, seed=args.seed, overlays=args.overlay,
+                                   overrides=parse_set(args.set))
+            print(f"best fair_lambda {result['best_fair_lambda']:.6g} (validation sigma_IoU "
+                  f"{result['best_sigma_iou']:.4f}, {result['n_trials']} trials); "
+                  f"{Path(args.out) / 'search.json'}, search.csv, figure3.png")
+            return 0
         if args.command == "list":
             for name, text in list_experiments(bundle).items():
                 print(f"{name}: {text}")

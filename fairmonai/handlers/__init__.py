@@ -1,6 +1,7 @@
 """ignite handlers and metrics of fairmonai, attached to MONAI engines through bundle configs."""
 
 from .batchnorm_recalibration import BatchNormRecalibration, recalibrate_batchnorm
+from .best_weights import BestWeights
 from .case_collector import CaseCollector
 from .epoch_seed import EpochSeed
 from .fairbatch import FairBatchUpdate
@@ -16,6 +17,7 @@ from .training_checkpoint import TrainingCheckpoint
 
 __all__ = [
     "BatchNormRecalibration",
+    "BestWeights",
     "CaseCollector",
     "EpochSeed",
     "FairBatchUpdate",

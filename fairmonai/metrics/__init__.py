@@ -11,6 +11,7 @@ classification (``_group_rates``, ``_auc``, ``_fami_metrics``, ``_classification
 
 from ._auc import equity_scaled_auc, mann_whitney_auc, roc_auc_by_group
 from ._bootstrap_segmentation import bootstrap_challenge_scores
+from ._cross_entropy import WeightedCrossEntropyMetric, weighted_cross_entropy
 from ._classification import ClassificationFairnessMetric, FairnessSummary, classification_fairness_summary
 from ._fami_metrics import EODD_STRATEGIES, compute_eodd, compute_eom, compute_sigma_iou
 from ._group_inputs import UndefinedGroupMetricWarning
@@ -70,6 +71,8 @@ _CLASSIFICATION = [
     "compute_sigma_iou",
     "classification_fairness_summary",
     "ClassificationFairnessMetric",
+    "WeightedCrossEntropyMetric",
+    "weighted_cross_entropy",
 ]
 _SEGMENTATION = [
     "HD_MAX",

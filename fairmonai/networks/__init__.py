@@ -1,5 +1,6 @@
 """Networks used by the fairmonai bundles (thin wrappers around MONAI's)."""
 
+from .efficientnet import load_efficientnet_weights
 from .fairvit import FairViTLite, FairViTLoss, FairViTOutput
 from .fin import FairIdentityNormalization, FINClassifier, FINPrepareBatch
 from .vit_classifier import ViTClassifier
@@ -12,4 +13,5 @@ __all__ = [
     "FINClassifier",
     "FINPrepareBatch",
     "ViTClassifier",
+    "load_efficientnet_weights",
 ]

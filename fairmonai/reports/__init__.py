@@ -10,6 +10,11 @@ import the metrics and MONAI first.
 from importlib import import_module
 
 _HOME = {
+    "FAIRNESS_LOSSES": ".fairness_loss_table",
+    "batch_averaged_losses": ".fairness_loss_table",
+    "fairness_loss_row": ".fairness_loss_table",
+    "write_fairness_loss_table": ".fairness_loss_table",
+    "write_fairness_loss_report": ".fairness_loss_table",
     "ReportInputError": ".report",
     "detect_task": ".report",
     "dice_matrix": ".report",

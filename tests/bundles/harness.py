@@ -23,6 +23,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -185,3 +186,27 @@ def last_val_line(output: str) -> str:
     lines = [ln for ln in output.splitlines() if "Metrics -- val_" in ln]
     assert lines, output[-2000:]
     return lines[-1].split("Metrics -- ", 1)[1].strip()
+
+
+def refused(bundle: Path, root: Path, names: list[str], monkeypatch, smoke: bool = True, **overrides) -> str:
+    """The message of the :class:`~fairmonai.bundle_run.BundleRunError` that stops ``initialize`` of these
+    configs, run in this process as ``monai.bundle run`` would run them (its command line in ``sys.argv``)."""
+    from monai.bundle import ConfigWorkflow
+
+    from fairmonai.bundle_run import BundleRunError
+
+    files = [str(bundle / "configs" / n) for n in ([*names, "smoke.json"] if smoke else names)]
+    overrides = {"bundle_root": str(root), **overrides}
+    argv = [str(Path(sys.modules["monai"].__file__).parent / "bundle" / "__main__.py"), "run", "--config_file",
+            "[" + ",".join(f"'{f}'" for f in files) + "]",
+            *[x for k, v in overrides.items() for x in (f"--{k}", json.dumps(v) if not isinstance(v, str) else v)]]
+    monkeypatch.setattr(sys, "argv", argv)
+    wf = ConfigWorkflow(config_file=files, meta_file=str(bundle / "configs" / "metadata.json"), logging_file=False,
+                        workflow_type=None, **overrides)
+    with pytest.raises(Exception) as info:
+        wf.initialize()
+    err = info.value
+    while err is not None and not isinstance(err, BundleRunError):
+        err = err.__cause__ or err.__context__
+    assert err is not None, f"not refused by a BundleRunError: {info.value!r}"
+    return str(err)

@@ -37,6 +37,7 @@ from harness import (
     input_shape,
     input_size,
     is_segmentation,
+    refused,
     last_val_line,
     run_bundle,
     size_key,
@@ -168,7 +169,7 @@ def _check_segmentation_outputs(bundle, root, manifest, inference, inference_arg
 
 
 @pytest.mark.parametrize("bundle,method", METHODS, ids=_ids(METHODS))
-def test_method_overlay_trains(bundle, method, tmp_path):
+def test_method_overlay_trains(bundle, method, tmp_path, smoke_model):
     if is_segmentation(bundle):
         # two epochs: the first trains with weights 1.0, the second with the weights mined after it
         run_bundle(bundle, tmp_path, ["train.json", f"{method}.json"], "--epochs", "2")
@@ -192,16 +193,22 @@ def test_method_overlay_trains(bundle, method, tmp_path):
     vit_only = "FairViT" in json.dumps(overlay.get("network_def", {}))  # FairViT-lite exists for a ViT only
     # 4 blocks for its 4 aux heads; 2 epochs: the line is refitted from the second on
     extra = (["net_vit.json"], ["--vit_num_layers", "4", "--epochs", "2"]) if vit_only else ([], [])
+    baseline = None
+    if overlay.get("finetune"):  # the overlay fine-tunes the bundle's baseline: the smoke model
+        baseline = smoke_model(bundle)[0] / "models" / "model.pt"
+        extra = (extra[0], [*extra[1], "--baseline_ckpt", str(baseline)])
     res = run_bundle(bundle, tmp_path, ["train.json", f"{method}.json", *extra[0]], *extra[1])
     assert (tmp_path / "models" / "model.pt").is_file()
-    _check_method_outputs(bundle, method, tmp_path, res.output)
+    _check_method_outputs(bundle, method, tmp_path, res.output, baseline)
 
 
-def _check_method_outputs(bundle: Path, method: str, root: Path, output: str) -> None:
+def _check_method_outputs(bundle: Path, method: str, root: Path, output: str, baseline: Path | None = None) -> None:
     """What the overlay's method writes, told by what the overlay defines: a fairness penalty (FaMI, MINE,
     MIGE) its penalty curve; a FairBatch sampler its lambda step in the log and lambda in the checkpoint;
     a FIN network a FINClassifier whose weights hold FIN's per-group parameters (it raises without the
-    group codes, so a finished run means every batch delivered them)."""
+    group codes, so a finished run means every batch delivered them); Hänel et al.'s loss (FairnessLossWithCE)
+    its cross entropy, lambda and batch fairness loss in the penalty curve, and a fine-tuning its start
+    from the baseline in the log."""
     overlay = json.loads((bundle / "configs" / f"{method}.json").read_text())
     checked = False
     if "penalty" in overlay:
@@ -217,6 +224,16 @@ def _check_method_outputs(bundle: Path, method: str, root: Path, output: str) ->
         shares = np.asarray(state["cell_sizes"]) / np.asarray(state["cell_sizes"]).sum(axis=1, keepdims=True)
         assert not np.allclose(lam, shares, atol=1e-9), "lambda did not move from the empirical shares"
         checked = True
+    loss = overlay.get("loss", {})
+    if isinstance(loss, dict) and loss.get("_target_", "").endswith("FairnessLossWithCE"):
+        curve = pd.read_csv(root / "eval" / "penalty_curve.csv")
+        assert len(curve) >= 1 and np.isfinite(curve[["ce", "fair", "loss"]].to_numpy()).all()
+        assert (curve["fair"] >= -1e-6).all() and (curve["lam"] == overlay["fair_lambda"]).all()
+        # every logged loss is the cross entropy plus lambda times the fairness loss
+        assert np.allclose(curve["loss"], curve["ce"] + curve["lam"] * curve["fair"], atol=1e-4)
+        checked = True
+    if overlay.get("finetune"):
+        assert baseline is not None and f"Restored all variables from {baseline}" in output, output[-3000:]
     network = overlay.get("network_def", {})
     if isinstance(network, dict) and network.get("_target_", "").endswith("FINClassifier"):
         from monai.bundle import ConfigParser
@@ -343,6 +360,7 @@ def test_multi_gpu_overlay_matches_single_process(trained, tmp_path):
     bundle, _, _ = trained
     root = tmp_path / "ddp"
     root.mkdir()
+    train = json.loads((bundle / "configs" / "train.json").read_text())  # SGD bundles take a momentum, Adam ones not
     saver = tmp_path / "metrics_saver.json"
     saver.write_text(json.dumps({"+validate#handlers": [{
         "_target_": "MetricsSaver", "save_dir": "$@output_dir + '/val_metrics'",
@@ -355,7 +373,10 @@ def test_multi_gpu_overlay_matches_single_process(trained, tmp_path):
            "--logging_file", str(bundle / "configs" / "logging.conf"), "--bundle_root", str(root),
            # a model that separates the classes, so the compared values are not degenerate
            "--epochs", "2", *(["--learning_rate", "0.001"] if is_segmentation(bundle)
-                              else ["--learning_rate", "0.01", "--momentum", "0.9"])]
+                              else ["--learning_rate", "0.01", "--momentum", "0.9"] if "momentum" in train
+                              else ["--learning_rate", "0.001"]),
+           # the last epoch's validation is compared: a bundle that keeps its best epoch keeps the last here
+           *(["--select_best", "False"] if "select_best" in train else [])]
     res = subprocess.run(cmd, cwd=root, env=ENV, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     ddp = dict(line.strip().split(",") for line in (root / "eval" / "val_metrics" / "metrics.csv").read_text().splitlines())
@@ -385,31 +406,7 @@ def test_multi_gpu_overlay_matches_single_process(trained, tmp_path):
     assert float(ddp["val_eom"]) == pytest.approx(single["disparities"]["eom"]["value"], abs=1e-6)
 
 
-def _refused(bundle: Path, root: Path, names: list[str], monkeypatch, smoke: bool = True, **overrides) -> str:
-    """The message of the :class:`~fairmonai.bundle_run.BundleRunError` that stops ``initialize`` of these
-    configs, run in this process as ``monai.bundle run`` would run them (its command line in ``sys.argv``)."""
-    from monai.bundle import ConfigWorkflow
-
-    from fairmonai.bundle_run import BundleRunError
-
-    files = [str(bundle / "configs" / n) for n in ([*names, "smoke.json"] if smoke else names)]
-    overrides = {"bundle_root": str(root), **overrides}
-    argv = [str(Path(sys.modules["monai"].__file__).parent / "bundle" / "__main__.py"), "run", "--config_file",
-            "[" + ",".join(f"'{f}'" for f in files) + "]",
-            *[x for k, v in overrides.items() for x in (f"--{k}", json.dumps(v) if not isinstance(v, str) else v)]]
-    monkeypatch.setattr(sys, "argv", argv)
-    wf = ConfigWorkflow(config_file=files, meta_file=str(bundle / "configs" / "metadata.json"), logging_file=False,
-                        workflow_type=None, **overrides)
-    with pytest.raises(Exception) as info:
-        wf.initialize()
-    err = info.value
-    while err is not None and not isinstance(err, BundleRunError):
-        err = err.__cause__ or err.__context__
-    assert err is not None, f"not refused by a BundleRunError: {info.value!r}"
-    return str(err)
-
-
-def test_runs_that_would_succeed_on_the_wrong_thing_are_refused(trained, monkeypatch):
+def test_runs_that_would_succeed_on_the_wrong_thing_arerefused(trained, monkeypatch):
     """Issue 14 points 1-2: misspelled overrides, retraining over a finished model, evaluating a model
     with another method's configs, and inference at another input size stop in ``initialize``, before
     any work, naming what differs; the model and the manifest are left as they were. (The bundle
@@ -422,25 +419,25 @@ def test_runs_that_would_succeed_on_the_wrong_thing_are_refused(trained, monkeyp
     manifest = next((root / "data").glob("*/manifest.csv"))
     manifest_before = file_sha256(manifest)
 
-    out = _refused(bundle, root, ["train.json"], monkeypatch, manfest="/data/real.csv", epoch=3, learning_rat=0.5)
+    out = refused(bundle, root, ["train.json"], monkeypatch, manfest="/data/real.csv", epoch=3, learning_rat=0.5)
     assert "--manfest: not defined by the configs [train.json, smoke.json]; closest defined: manifest" in out
     assert "--epoch: not defined" in out and "closest defined: epochs" in out
     assert "--learning_rat: not defined" in out and "learning_rate" in out
 
-    out = _refused(bundle, root, ["train.json"], monkeypatch)
+    out = refused(bundle, root, ["train.json"], monkeypatch)
     assert f"{model} holds a finished model: pass --overwrite True" in out
 
     # a method that changes the loss and nothing else (FairBatch changes only the batches, FIN the
     # network, FairViT both: its refusal names the network first)
     method = next(m.name for m in sorted((bundle / "configs").glob("method_*.json"))
                   if "loss" in json.loads(m.read_text()) and "network_def" not in json.loads(m.read_text()))
-    out = _refused(bundle, root, ["train.json", method, "evaluate.json"], monkeypatch)
+    out = refused(bundle, root, ["train.json", method, "evaluate.json"], monkeypatch)
     assert "was trained with other settings than this evaluation (loss: trained with" in out
     assert "It was trained with configs ['train.json', 'smoke.json']" in out
 
     key = size_key(bundle)
     default = json.loads((bundle / "configs" / "inference.json").read_text())[key]
-    out = _refused(bundle, root, ["inference.json"], monkeypatch, smoke=False)
+    out = refused(bundle, root, ["inference.json"], monkeypatch, smoke=False)
     assert (f"{key}: trained with {json.dumps(input_size(bundle), separators=(',', ':'))}, this inference has "
             f"{json.dumps(default, separators=(',', ':'))}") in out
 

@@ -77,3 +77,14 @@ def test_group_names_follow_the_schema(tmp_path, monkeypatch):
     with pytest.raises(ManifestError, match=r"declares 2 age groups \['young', 'old'\]; age_to_group bins ages "
                                             r"into 5 \(upper bounds \[40, 50, 60, 70\] and above\)"):
         age_to_group(30)
+
+
+def test_isic_age_groups_are_haenel_et_al_bins():
+    from fairmonai.data.attributes import isic_age_group
+
+    # their code: age <= 30 -> 0, 31 <= age <= 60 -> 1, else 2
+    assert [isic_age_group(a) for a in (0, 30, 30.5, 31, 60, 61, 90)] == \
+        ["0-30", "0-30", "31-60", "31-60", "31-60", "61+", "61+"]
+    assert isic_age_group("") is None and isic_age_group(None) is None and isic_age_group(float("nan")) is None
+    with pytest.raises(ValueError, match="age -5.0 is negative"):
+        isic_age_group(-5)

@@ -410,6 +410,10 @@ def test_isic2020_duplicates_sex_drop_and_patient_split(capsys, tmp_path):
     assert set(t["case_id"]).isdisjoint({"I09", "I11"})  # empty sex dropped
     assert len(t) == 12 and set(t["sex"]) == {"male", "female"} and (t["sex_imputed"] == "0").all()
     assert t.set_index("case_id").loc["I05", "age_approx"] == ""
+    # Hänel et al.'s age bins, empty for a missing age
+    ages = t.set_index("case_id")[["age_approx", "age_group"]]
+    assert ages.loc[["I05", "I14", "I04", "I03", "I07", "I15", "I16"], "age_group"].tolist() == \
+        ["", "0-30", "0-30", "31-60", "31-60", "61+", "61+"]
     assert t.set_index("case_id").loc["I06", "anatom_site"] == ""
     assert t.set_index("case_id").loc["I03", "lesion_id"] == "L2"
     # patient level: one split and one fold per patient
@@ -420,6 +424,25 @@ def test_isic2020_duplicates_sex_drop_and_patient_split(capsys, tmp_path):
     assert set(t["split"]) == {"train", "test"}
     recs = load_manifest(out, "isic2020", check_files=False)
     assert sum(r["label"] for r in recs) == 3
+
+
+def test_isic2020_val_fraction_splits_patients_three_ways(capsys, tmp_path):
+    gt, dups = isic_files(tmp_path)
+    out = tmp_path / "m.csv"
+    rc, stdout, _ = run(capsys, "isic2020", gt, tmp_path / "jpeg", "--duplicates", dups, "--out", out,
+                        "--no-check-files", "--val-fraction", "0.2")
+    assert rc == 0
+    t = table(out)
+    assert (t.groupby("patient_id")["split"].nunique() == 1).all()
+    # the 9 patients kept (P5 dropped: no sex), strata (melanoma, sex): (0, F) P2 P6 P9, (0, M) P4 P7 P10,
+    # (1, F) P3 P8, (1, M) P1: train round(0.7 n) = 2, 2, 1, 1; val round(0.9 n) - train = 1, 1, 1, 0
+    patients = t.groupby("patient_id")["split"].first()
+    assert patients.value_counts().to_dict() == {"train": 6, "val": 3}
+    assert "patient-level split (seed 0): 6 train / 3 val / 0 test patients" in stdout
+    # the training patients are those of the train/test split
+    plain = convert_isic2020(gt, tmp_path, tmp_path / "m2.csv", duplicates=dups, check_files=False)
+    train_plain = set(plain.table.loc[plain.table["split"] == "train", "patient_id"])
+    assert set(patients[patients == "train"].index) == train_plain
 
 
 def test_isic2020_sex_impute_and_v1(tmp_path):
@@ -518,7 +541,7 @@ def test_write_is_atomic_and_validated(tmp_path):
     out = tmp_path / "m.csv"
     out.write_text("old\n")
     bad = Conversion("isic2020", pd.DataFrame([{"case_id": "I1", "image": "a.jpg", "label": "0", "sex": "",
-                                                "split": "train", "fold": "0"}]))
+                                                "age_group": "", "split": "train", "fold": "0"}]))
     with pytest.raises(ManifestError, match=r"m\.csv, row 2, column 'sex': the converted manifest does not validate"):
         write_manifest(bad, out, check_files=False)
     assert out.read_text() == "old\n"  # the old file is untouched, no temporary file is left

@@ -6,10 +6,13 @@ import pytest
 from fairmonai.data import (
     ManifestError,
     assign_splits,
+    class_counts,
+    require_split_parts,
     load_datalist,
     strata_keys,
     stratified_kfold,
     stratified_train_test_split,
+    stratified_train_val_test_split,
 )
 
 
@@ -24,6 +27,40 @@ def test_train_fraction_is_exact_per_stratum():
     strata = np.repeat([0, 1, 2, 3], [10, 20, 3, 1])
     is_train = stratified_train_test_split(strata, 0.7, seed=3)
     assert [int(is_train[strata == s].sum()) for s in range(4)] == [7, 14, 2, 1]
+
+
+def test_train_val_test_counts_per_stratum():
+    # sizes 10, 20, 3, 1, 2 at 0.7 / 0.2: train round(0.7 n) = 7, 14, 2, 1 (singleton), 1;
+    # val round(0.9 n) - train = 9-7, 18-14, 3-2, 1-1, 2-1 (round(1.8) = 2) = 2, 4, 1, 0, 1; test the rest
+    strata = np.repeat([0, 1, 2, 3, 4], [10, 20, 3, 1, 2])
+    split = stratified_train_val_test_split(strata, 0.7, 0.2, seed=3)
+    counts = [[int(((strata == s) & (split == part)).sum()) for part in ("train", "val", "test")] for s in range(5)]
+    assert counts == [[7, 2, 1], [14, 4, 2], [2, 1, 0], [1, 0, 0], [1, 1, 0]]
+
+
+def test_train_val_test_keeps_the_train_test_split_training_cases():
+    strata = np.repeat([0, 1, 2], [31, 17, 8])
+    for seed in range(3):
+        split = stratified_train_val_test_split(strata, 0.7, 0.2, seed=seed)
+        assert np.array_equal(split == "train", stratified_train_test_split(strata, 0.7, seed=seed))
+        # val_fraction 0 is the train/test split itself
+        plain = stratified_train_val_test_split(strata, 0.7, 0.0, seed=seed)
+        assert set(plain) == {"train", "test"}
+        assert np.array_equal(plain == "train", stratified_train_test_split(strata, 0.7, seed=seed))
+
+
+@pytest.mark.parametrize("train,val", [(0.7, 0.3), (0.7, -0.1), (0.0, 0.2), (0.9, 0.2)])
+def test_train_val_test_fractions_checked(train, val):
+    with pytest.raises(ValueError, match="must be"):
+        stratified_train_val_test_split([0, 0, 1, 1], train, val)
+
+
+def test_assign_splits_with_validation_part():
+    labels = [0] * 60 + [1] * 40
+    split, fold = assign_splits(labels, ["f", "m"] * 50, train_fraction=0.7, val_fraction=0.2, seed=0)
+    # strata (0,f) (0,m) (1,f) (1,m) of 30, 30, 20, 20: 21/6/3 and 14/4/2 each
+    assert [int((split == p).sum()) for p in ("train", "val", "test")] == [70, 20, 10]
+    assert (fold[split != "train"] == -1).all() and set(fold[split == "train"]) == set(range(5))
 
 
 def test_split_is_seeded():
@@ -65,10 +102,12 @@ def test_assign_splits_folds_only_on_train():
 
 
 def _manifest(tmp_path, rows, extra_header=""):
+    """An isic2020 manifest of ``rows``; its age_group column is empty (missing: excluded), so that the
+    strata are label x sex."""
     (tmp_path / "x.png").write_bytes(b"x")
     p = tmp_path / "manifest.csv"
-    header = "case_id,image,label,sex" + extra_header
-    p.write_text("\n".join([header, *rows]) + "\n")
+    header = "case_id,image,label,sex" + extra_header + ",age_group"
+    p.write_text("\n".join([header, *(r + "," for r in rows)]) + "\n")
     return p
 
 
@@ -131,3 +170,23 @@ def test_datalist_unknown_part(tmp_path):
     p = _manifest(tmp_path, ["a,x.png,0,male"])
     with pytest.raises(ValueError, match=r"split 'dev' is not one of \['train', 'val', 'test', 'trainval', 'all'\]"):
         load_datalist(p, "isic2020", "dev")
+
+
+def test_class_counts():
+    recs = [{"case_id": f"c{i}", "label": y} for i, y in enumerate([0, 1, 1, 0, 0])]
+    assert class_counts(recs, 2) == [3, 2]
+    with pytest.raises(ValueError, match=r"no case of class\(es\) \[2\] among the 5 records \(counts \[3, 2, 0\]\)"):
+        class_counts(recs, 3)
+    with pytest.raises(ValueError, match="case 'x' has label 2, not a class index in \\[0, 2\\)"):
+        class_counts([{"case_id": "x", "label": 2}], 2)
+
+
+def test_require_split_parts(tmp_path):
+    m = tmp_path / "m.csv"
+    m.write_text("case_id,split\na,train\nb,test\nc,train\n")
+    with pytest.raises(ManifestError, match=r"no \['val'\] rows \(it holds \['test', 'train'\]\)"):
+        require_split_parts(m)
+    assert require_split_parts(m, ("train", "test")) == str(m)
+    m.write_text("case_id\na\n")
+    with pytest.raises(ManifestError, match="has no 'split' column"):
+        require_split_parts(m)

@@ -192,8 +192,24 @@ def test_isic_patients_and_patient_level_split(tmp):
     assert (per_patient["split"].nunique() == 1).all()  # a patient never straddles train and test
     assert (per_patient["sex"].nunique() == 1).all()
     assert (per_patient["age_approx"].nunique() == 1).all()
+    ages = t["age_approx"].astype(float)
+    expected = np.where(ages <= 30, "0-30", np.where(ages <= 60, "31-60", "61+"))
+    assert (t["age_group"] == expected).all() and set(expected) == {"0-30", "31-60", "61+"}
     p_train = (per_patient["split"].first() == "train").mean()
     assert 0.6 <= p_train <= 0.8
+
+
+def test_isic_val_fraction_gives_a_patient_level_val_part(tmp):
+    m = make_cohort("isic2020", tmp / "isic_val", 60, 2, shape=(32, 32), val_fraction=0.2)
+    t = read_manifest_table(m)
+    per_patient = t.groupby("patient_id")
+    assert (per_patient["split"].nunique() == 1).all()
+    shares = per_patient["split"].first().value_counts(normalize=True)
+    assert set(shares.index) == {"train", "val", "test"}
+    assert 0.6 <= shares["train"] <= 0.8 and 0.1 <= shares["val"] <= 0.3
+    plain = read_manifest_table(make_cohort("isic2020", tmp / "isic_plain", 60, 2, shape=(32, 32)))
+    # the same training patients as without a val part; images are identical
+    assert (plain["split"] == "train").tolist() == (t["split"] == "train").tolist()
 
 
 # ----------------------------------------------------------------------------- the group cue

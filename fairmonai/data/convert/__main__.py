@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-pattern", default="{image_name}.jpg", help="({image_name}.jpg)")
     p.add_argument("--sex-missing", choices=SEX_MISSING_POLICIES, default="drop",
                    help="images without sex: drop (default) or impute (marked sex_imputed=1)")
+    p.add_argument("--val-fraction", type=float, default=0.0,
+                   help="share of each stratum's patients in a val part (0: train/test only; Hänel et al.'s "
+                        "70/20/10 split: --train-fraction 0.7 --val-fraction 0.2)")
     _common(p)
 
     p = sub.add_parser("fitzpatrick17k", help="Fitzpatrick17k: CSV + image folder")
@@ -121,7 +124,8 @@ def _convert(args: argparse.Namespace):
             info_dir=args.info_dir, bbox_order=args.bbox_order, patterns=patterns, **common)
     if args.dataset == "isic2020":
         return convert_isic2020(args.ground_truth, args.image_dir, args.out, duplicates=args.duplicates,
-                                image_pattern=args.image_pattern, sex_missing=args.sex_missing, **common)
+                                image_pattern=args.image_pattern, sex_missing=args.sex_missing,
+                                val_fraction=args.val_fraction, **common)
     return convert_fitzpatrick17k(args.csv, args.image_dir, args.out, image_pattern=args.image_pattern, **common)
 
 

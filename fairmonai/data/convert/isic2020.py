@@ -11,11 +11,13 @@ on one sex, else with the majority sex of the images kept, and marks the row ``s
 In ISIC 2020 the patients concerned have no image with a recorded sex, so imputation gives them the
 majority sex (male): a made-up value, only for users who choose it.
 
-Split: patient level, so one patient's images never straddle train and test, nor two folds. Each
-patient is one unit, stratified on (any melanoma image, patient sex) with
-:func:`fairmonai.data.stratified_train_test_split` (``train_fraction`` of the patients of each
-stratum) and :func:`fairmonai.data.stratified_kfold` for the training patients' folds; the image
-shares per split follow the patient shares closely but not exactly.
+Split: patient level, so one patient's images never straddle train, validation and test, nor two
+folds. Each patient is one unit, stratified on (any melanoma image, patient sex) with
+:func:`fairmonai.data.stratified_train_val_test_split` (``train_fraction`` of the patients of each
+stratum in train, ``val_fraction`` in val, the rest in test; ``val_fraction=0``, the default, gives
+train/test only) and :func:`fairmonai.data.stratified_kfold` for the training patients' folds; the
+image shares per split follow the patient shares closely but not exactly. Hänel et al.'s 70/20/10
+split is ``train_fraction=0.7, val_fraction=0.2``.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..attributes import isic_age_group
 from ..manifest import ManifestError
-from ..splits import strata_keys, stratified_kfold, stratified_train_test_split
+from ..splits import strata_keys, stratified_kfold, stratified_train_val_test_split
 from ._common import Conversion, PathBuilder, binary_text, line_of, number_text, read_table, require_columns
 
 __all__ = ["SEX_MISSING_POLICIES", "convert_isic2020", "read_duplicates"]
@@ -51,11 +54,12 @@ def read_duplicates(path: str | os.PathLike) -> list[tuple[str, str]]:
     return pairs
 
 
-def _patient_split(patients: pd.DataFrame, *, train_fraction: float, num_folds: int,
+def _patient_split(patients: pd.DataFrame, *, train_fraction: float, val_fraction: float, num_folds: int,
                    seed: int) -> tuple[dict[str, str], dict[str, str]]:
     strata = strata_keys(patients["label"].tolist(), patients["sex"].tolist())
-    is_train = stratified_train_test_split(strata, train_fraction, seed)
-    split = dict(zip(patients.index, np.where(is_train, "train", "test")))
+    parts = stratified_train_val_test_split(strata, train_fraction, val_fraction, seed)
+    is_train = parts == "train"
+    split = dict(zip(patients.index, parts))
     train_idx = np.flatnonzero(is_train)
     folds = stratified_kfold(strata[train_idx], num_folds=min(num_folds, len(train_idx)), seed=seed + 1)
     fold = {pid: "" for pid in patients.index}
@@ -74,6 +78,7 @@ def convert_isic2020(
     check_files: bool = True,
     missing_files: str = "error",
     train_fraction: float = 0.7,
+    val_fraction: float = 0.0,
     num_folds: int = 5,
     seed: int = 0,
 ) -> Conversion:
@@ -88,10 +93,12 @@ def convert_isic2020(
         sex_missing: ``"drop"`` or ``"impute"`` (see the module docstring).
         check_files: check that each image exists.
         missing_files: ``"error"`` or ``"drop"`` for images not on disk.
-        train_fraction, num_folds, seed: the patient-level split.
+        train_fraction, val_fraction, num_folds, seed: the patient-level split (``val_fraction`` > 0
+            adds a ``val`` part; 0.7 and 0.2 give Hänel et al.'s 70/20/10).
 
     Columns: ``case_id`` (image_name), ``image``, ``label`` (target 0/1), ``sex``,
-    ``age_approx``, ``patient_id``, ``lesion_id`` (v2; empty for v1), ``anatom_site``,
+    ``age_approx``, ``age_group`` (:func:`fairmonai.data.attributes.isic_age_group`: 0-30, 31-60, 61+;
+    empty when the age is), ``patient_id``, ``lesion_id`` (v2; empty for v1), ``anatom_site``,
     ``diagnosis``, ``sex_imputed`` (0/1), ``split``, ``fold``.
 
     Raises:
@@ -149,6 +156,7 @@ def convert_isic2020(
         rows.append({
             "case_id": rec["image_name"], "line": line, "label": label, "sex": sex,
             "age_approx": number_text(rec["age_approx"], file=gt, row=line, column="age_approx"),
+            "age_group": isic_age_group(rec["age_approx"]) or "",
             "patient_id": rec["patient_id"], "lesion_id": rec.get("lesion_id", ""),
             "anatom_site": rec["anatom_site_general_challenge"], "diagnosis": rec["diagnosis"], "sex_imputed": "0",
         })
@@ -186,11 +194,12 @@ def convert_isic2020(
     if len(t):
         patients = t.groupby("patient_id").agg(
             label=("label", "max"), sex=("sex", lambda s: Counter(sorted(s)).most_common(1)[0][0]))
-        split, fold = _patient_split(patients, train_fraction=train_fraction, num_folds=num_folds, seed=seed)
+        split, fold = _patient_split(patients, train_fraction=train_fraction, val_fraction=val_fraction,
+                                     num_folds=num_folds, seed=seed)
         t["split"] = t["patient_id"].map(split)
         t["fold"] = t["patient_id"].map(fold)
-        n_train = sum(1 for s in split.values() if s == "train")
-        conv.notes.append(f"patient-level split (seed {seed}): {n_train} train / {len(split) - n_train} test "
-                          f"patients, stratified on patient melanoma x sex")
+        n = Counter(split.values())
+        parts = " / ".join(f"{n[p]} {p}" for p in ("train", "val", "test") if p != "val" or val_fraction > 0)
+        conv.notes.append(f"patient-level split (seed {seed}): {parts} patients, stratified on patient melanoma x sex")
     conv.table = t
     return conv

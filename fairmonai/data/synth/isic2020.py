@@ -12,9 +12,11 @@ brown patches). Darkness and colour spread inside the lesion separate the classe
 
 **Patients**: within each sex, the shuffled images are dealt to patients of
 ``1..max_images_per_patient`` (default 4) images, ids ``patient_NNNNN`` (column ``patient_id``);
-``age_approx`` is one multiple of 5 per patient. The split is **patient-level**:
+``age_approx`` is one multiple of 5 per patient (20-85), ``age_group`` its bin (0-30, 31-60, 61+). The split is **patient-level**:
 :func:`~fairmonai.data.assign_splits` runs on patients (stratified on "has a melanoma" x sex)
 and every image takes its patient's split and fold, so no patient is in both train and test.
+``val_fraction`` (default 0) moves that share of each stratum's patients into a ``val`` part
+(0.2 with the default train share 0.7: Hänel et al.'s 70/20/10 split).
 
 **Knobs** (attribute ``sex``: female, male): ``prevalence`` (melanoma rate per image, exact),
 ``cue_strength`` (stripes along the image width, axis 1), ``difficulty`` (multiplies the standard
@@ -29,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..attributes import isic_age_group
 from ..manifest import load_schema
 from ..splits import assign_splits
 from . import common as C
@@ -108,7 +111,7 @@ def _patients(groups: np.ndarray, rng: np.random.Generator, max_per_patient: int
 def make_isic2020(out_dir, n=None, seed=0, *, prevalence=None, cue_strength=0.0, difficulty=None,
                   group_proportions=None, group_counts=None, metadata_from=None, shape=DEFAULT_SHAPE,
                   noise=DEFAULT_NOISE, max_images_per_patient=DEFAULT_MAX_IMAGES_PER_PATIENT,
-                  verbose: bool = False) -> Path:
+                  val_fraction=0.0, verbose: bool = False) -> Path:
     """Write a synthetic ``isic2020`` cohort: ``images/isic_NNNNN.png``, ``cohort.json``, ``manifest.csv``.
 
     Args:
@@ -122,6 +125,7 @@ def make_isic2020(out_dir, n=None, seed=0, *, prevalence=None, cue_strength=0.0,
         shape: ``(H, W)``, at least (32, 32).
         noise: base standard deviation of the additive Gaussian noise.
         max_images_per_patient: patients get 1..this many images (default 4).
+        val_fraction: share of each stratum's patients in a ``val`` part (default 0: train/test).
 
     Returns:
         path of ``manifest.csv``.
@@ -154,8 +158,9 @@ def make_isic2020(out_dir, n=None, seed=0, *, prevalence=None, cue_strength=0.0,
         ages = [str(age_of[p]) for p in pid]
     p_label = [str(int((plan.labels[pid == p] == "1").any())) for p in patients]
     p_group = [plan.groups[pid == p][0] for p in patients]
-    p_split, p_fold = assign_splits(p_label, p_group, train_fraction=C.TRAIN_FRACTION, num_folds=C.NUM_FOLDS,
-                                    seed=seed)
+    val_fraction = C.parse_number(val_fraction, "val_fraction")
+    p_split, p_fold = assign_splits(p_label, p_group, train_fraction=C.TRAIN_FRACTION, val_fraction=val_fraction,
+                                    num_folds=C.NUM_FOLDS, seed=seed)
     split_of = dict(zip(patients, p_split))
     fold_of = dict(zip(patients, p_fold))
     split = np.array([split_of[p] for p in pid], dtype=object)
@@ -175,7 +180,8 @@ def make_isic2020(out_dir, n=None, seed=0, *, prevalence=None, cue_strength=0.0,
 
     table = pd.DataFrame({
         "case_id": ids, "image": [f"images/{c}.png" for c in ids], "label": plan.labels, ATTRIBUTE: plan.groups,
-        "age_approx": ages, "patient_id": pid, "split": split, "fold": fold,
+        "age_approx": ages, "age_group": [isic_age_group(a) or "" for a in ages], "patient_id": pid, "split": split,
+        "fold": fold,
     })
     counts = C.count_table(plan.groups, plan.labels, groups, ["0", "1"])
     cohort = {
@@ -183,15 +189,17 @@ def make_isic2020(out_dir, n=None, seed=0, *, prevalence=None, cue_strength=0.0,
         "knobs": {"prevalence": plan.prevalence, "cue_strength": cue, "difficulty": diff,
                   "group_proportions": group_proportions, "group_counts": group_counts,
                   "metadata_from": None if metadata_from is None else str(metadata_from), "noise": base_noise,
-                  "max_images_per_patient": mipp},
+                  "max_images_per_patient": mipp, "val_fraction": val_fraction},
         "image": {"shape": list(shape), "channels": 3, "dtype": "uint8", "format": "png",
                   "axes": "0 = rows (H), 1 = columns (W), 2 = RGB",
                   "noise_region": "corner blocks of (H // 8, W // 8) pixels (skin only)"},
         "cue": {"axis": 1, "amplitude_per_strength": C.CUE_AMPLITUDE,
                 "cycles": dict(zip(groups, C.cue_cycles(shape[1], len(groups))))},
         "patients": {"n": len(patients), "split": "patient-level",
-                     "splits": {s: int(sum(v == s for v in p_split)) for s in ("train", "test")}},
-        "counts": counts, "splits": C.split_counts(split),
+                     "splits": {s: int(sum(v == s for v in p_split)) for s in ("train", "val", "test")
+                                if s != "val" or val_fraction > 0}},
+        "counts": counts, "splits": {s: int((split == s).sum()) for s in ("train", "val", "test")
+                                     if s != "val" or val_fraction > 0},
     }
     manifest = C.write_outputs(out, DATASET, table, cohort)
     if verbose:
