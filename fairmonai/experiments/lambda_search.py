@@ -7,12 +7,16 @@ The paper chooses each loss's weight by a hyperparameter search and shows the re
 1. the baseline is trained once, as the unit ``baseline`` of the output folder, and evaluated on the
    validation split;
 2. each trial draws ``fair_lambda`` log-uniformly from ``[low, high]`` (default ``[0.1, 1000]``)
-   with Optuna's TPE sampler (seeded), fine-tunes the baseline with it (unit ``trial_NNN``,
+   with Optuna's TPE sampler (seeded), fine-tunes the baseline with it (unit ``lambda_<value>``,
    ``--baseline_ckpt`` the baseline's ``model.pt``) and evaluates the **final** model on the
    validation split; the objective, minimised, is its sigma_IoU (Table 3's ``sigma_iou``);
 3. the trials are kept in an Optuna study on SQLite storage (``<out>/search.db`` by default), so a
-   stopped search continues: a finished trial is not run again, and each unit of
-   :func:`~fairmonai.experiments.runs.run_bundle_unit` resumes its own training;
+   stopped search continues: a finished trial is not run again, and a trial that was interrupted
+   (left ``RUNNING`` by a killed process) or failed is tried again first with its own lambda, in its
+   own unit folder (named by lambda, ``lambda_<value>``), whose training
+   :func:`~fairmonai.experiments.runs.run_bundle_unit` resumes from its last checkpoint. One search
+   process per study: a second process on the same storage would take the first's running trials
+   for interrupted ones;
 4. ``search.csv`` (one row per finished trial: lambda, sigma_IoU, accuracy, AUC, balanced accuracy),
    ``search.json`` (the best lambda, the baseline's row, the settings) and ``figure3.png``
    (:func:`plot_lambda_search`: Figure 3 plus AUC and balanced accuracy, the baseline as horizontal
@@ -43,6 +47,7 @@ __all__ = [
     "search_lambda",
     "plot_lambda_search",
     "validation_row",
+    "unit_name",
 ]
 
 OPTUNA_MISSING_MSG = (
@@ -63,6 +68,12 @@ def _optuna():
     except ImportError:
         raise OptunaMissing(OPTUNA_MISSING_MSG) from None
     return optuna
+
+
+def unit_name(fair_lambda: float) -> str:
+    """The unit folder of the trial with this lambda (10 significant digits: one folder per lambda, so an
+    interrupted trial tried again resumes its own training)."""
+    return f"lambda_{float(fair_lambda):.10g}"
 
 
 def validation_row(unit_dir: str | Path) -> dict:
@@ -135,7 +146,7 @@ def search_lambda(
 
     Args:
         bundle: the bundle folder.
-        out: the search's folder (units ``baseline`` and ``trial_NNN``, the study, the results).
+        out: the search's folder (units ``baseline`` and ``lambda_<value>``, the study, the results).
         method: the overlay's name without ``method_`` and ``.json`` (e.g. ``"iou"``).
         n_trials: trials wanted in the study in all (finished ones count; default 20, the paper's).
         low, high: the log-uniform range of lambda (default ``[0.1, 1000]``).
@@ -170,7 +181,7 @@ def search_lambda(
 
     def objective(trial) -> float:
         lam = trial.suggest_float("fair_lambda", low, high, log=True)
-        name = f"trial_{trial.number:03d}"
+        name = unit_name(lam)
         unit = BundleRun(name, ("train.json", overlay, *configs),
                          {**common, "fair_lambda": lam, "baseline_ckpt": baseline_ckpt}, ("val",))
         run_bundle_unit(bundle, out, unit, echo=echo)
@@ -183,6 +194,18 @@ def search_lambda(
                                 storage=storage or f"sqlite:///{out / 'search.db'}", direction="minimize",
                                 sampler=optuna.samplers.TPESampler(seed=seed), load_if_exists=True)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    finished = {unit_name(t.params["fair_lambda"]) for t in done}
+    again = []  # interrupted or failed trials' lambdas, once each, tried before new draws
+    for t in study.trials:
+        if t.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL) and "fair_lambda" in t.params:
+            name = unit_name(t.params["fair_lambda"])
+            if name not in finished and name not in {unit_name(x) for x in again}:
+                again.append(t.params["fair_lambda"])
+    waiting = {unit_name(t.params["fair_lambda"]) for t in study.trials
+               if t.state == optuna.trial.TrialState.WAITING and "fair_lambda" in t.params}
+    for lam in again[:max(n_trials - len(done), 0)]:
+        if unit_name(lam) not in waiting:
+            study.enqueue_trial({"fair_lambda": lam})
     if len(done) < n_trials:
         study.optimize(objective, n_trials=n_trials - len(done))
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
