@@ -32,6 +32,7 @@ from .data.manifest import is_missing
 __all__ = [
     "BBOX_KEYS",
     "CenterSquareCropd",
+    "ChannelCountd",
     "LoadCaseImaged",
     "MaskOutsideBoxd",
 ]
@@ -361,3 +362,44 @@ class CenterSquareCropd(MapTransform):
             side = min(shape[1:])
             d[key] = CenterSpatialCrop([side] * (len(shape) - 1))(img)
         return d
+
+
+class ChannelCountd(MapTransform):
+    """Stop on an image with another number of channels than the network takes, naming the case and file.
+
+    A greyscale photo loads as one channel and an RGBA PNG as four; a 3-channel network would fail on
+    them with a convolution's shape error that names no file (or, for a network that adapts, train on
+    something else). Place it after ``EnsureChannelFirstd``: the image is channel-first ``(C, *spatial)``.
+
+    Args:
+        keys: the keys of the images.
+        channels: the number of channels expected (3 for RGB).
+        case_id_key: key of the case id named in errors. Defaults to ``"case_id"``.
+        allow_missing_keys: don't raise for a missing key.
+
+    Raises:
+        ImageReadError: an image with another channel count, e.g. ``case 'ISIC_0001', image
+            /data/ISIC_0001.png: 4 channels (shape (4, 64, 64)), expected 3: convert it to RGB``.
+    """
+
+    def __init__(self, keys: KeysCollection, channels: int, case_id_key: Hashable = "case_id",
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if isinstance(channels, bool) or int(channels) != channels or channels < 1:
+            raise ValueError(f"ChannelCountd: channels must be an integer >= 1, got {channels!r}")
+        self.channels = int(channels)
+        self.case_id_key = case_id_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            if img.shape[0] != self.channels:
+                meta = getattr(img, "meta", {}) or {}
+                file = meta.get("filename_or_obj")
+                fix = " to RGB" if self.channels == 3 else ""
+                raise ImageReadError(f"{img.shape[0]} channels (shape {tuple(img.shape)}), expected {self.channels}: "
+                                     f"convert it{fix}", case_id=_case_name(d.get(self.case_id_key)), key=key,
+                                     file=str(file) if file else None)
+        return d
+

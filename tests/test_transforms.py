@@ -263,3 +263,18 @@ def test_center_square_crop_keeps_the_central_square():
     assert torch.equal(torch.as_tensor(CenterSquareCropd("image")({"image": square})["image"]), square)
     with pytest.raises(ValueError, match=r"'image' must be channel-first \(C, \*spatial\), got shape \(5,\)"):
         CenterSquareCropd("image")({"image": torch.rand(5)})
+
+
+def test_channel_count_checked():
+    from monai.data import MetaTensor
+
+    from fairmonai.data.image_check import ImageReadError
+    from fairmonai.transforms import ChannelCountd
+
+    ok = {"image": MetaTensor(torch.zeros(3, 4, 4)), "case_id": "a"}
+    assert ChannelCountd("image", 3)(ok)["image"].shape == (3, 4, 4)
+    bad = {"image": MetaTensor(torch.zeros(1, 4, 4), meta={"filename_or_obj": "/x/a.png"}), "case_id": "a"}
+    with pytest.raises(ImageReadError, match=r"^case 'a', image /x/a.png: 1 channels \(shape \(1, 4, 4\)\), expected 3"):
+        ChannelCountd("image", 3)(bad)
+    with pytest.raises(ValueError, match="channels must be an integer >= 1, got 0"):
+        ChannelCountd("image", 0)

@@ -235,3 +235,31 @@ def test_bad_manifest_is_named(tmp_path, change, expected):
         parser.get_parsed_content("train#datalist")
     message = str(info.value.__cause__ or info.value)
     assert re.search(expected, message), message
+
+
+@pytest.mark.parametrize("mode,channels", [("RGBA", 4), ("L", 1), ("RGB", 3)])
+def test_photo_channel_count_is_checked(tmp_path, mode, channels):
+    """The cached preprocessing stops on a greyscale or RGBA photo, naming the case, file and channel count
+    (the 3-channel network would fail without naming a file); an RGB photo passes at the cache size."""
+    from monai.bundle import ConfigParser
+    from monai.transforms import Compose
+    from PIL import Image
+
+    from fairmonai.data.image_check import ImageReadError
+
+    path = tmp_path / f"ISIC_{mode}.png"
+    Image.new(mode, (40, 30)).save(path)
+    parser = ConfigParser()
+    parser.read_config([str(ISIC / "configs" / n) for n in ("train.json", "smoke.json")])
+    preprocess = Compose(parser.get_parsed_content("train#cache_transforms"))
+    if channels == 3:
+        assert tuple(preprocess({"image": str(path), "case_id": "c1"})["image"].shape) == (3, 34, 34)
+        return
+    with pytest.raises(Exception) as info:
+        preprocess({"image": str(path), "case_id": "c1"})
+    err = info.value
+    while err is not None and not isinstance(err, ImageReadError):
+        err = err.__cause__ or err.__context__
+    assert err is not None, repr(info.value)
+    assert re.fullmatch(rf"case 'c1', image {re.escape(str(path))}: {channels} channels \(shape \({channels}, 40, 30\)\), "
+                        r"expected 3: convert it to RGB", str(err)), str(err)
