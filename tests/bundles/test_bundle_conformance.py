@@ -406,7 +406,7 @@ def test_multi_gpu_overlay_matches_single_process(trained, tmp_path):
     assert float(ddp["val_eom"]) == pytest.approx(single["disparities"]["eom"]["value"], abs=1e-6)
 
 
-def test_runs_that_would_succeed_on_the_wrong_thing_arerefused(trained, monkeypatch):
+def test_runs_that_would_succeed_on_the_wrong_thing_are_refused(trained, monkeypatch):
     """Issue 14 points 1-2: misspelled overrides, retraining over a finished model, evaluating a model
     with another method's configs, and inference at another input size stop in ``initialize``, before
     any work, naming what differs; the model and the manifest are left as they were. (The bundle
