@@ -439,6 +439,17 @@ def test_isic2020_val_fraction_splits_patients_three_ways(capsys, tmp_path):
     patients = t.groupby("patient_id")["split"].first()
     assert patients.value_counts().to_dict() == {"train": 6, "val": 3}
     assert "patient-level split (seed 0): 6 train / 3 val / 0 test patients" in stdout
+    # the images per split x melanoma x sex, as counted from the written manifest
+    counted = t.assign(label=t["label"].astype(str)).groupby(["split", "label", "sex"]).size()
+    lines = stdout.split("images per split x melanoma x sex:\n")[1].splitlines()
+    assert lines[0].split() == ["split", "melanoma", "female", "male", "total"]
+    for line in lines[1:7]:
+        sp, lab, f, m, tot = line.split()
+        if lab != "total":
+            assert (int(f), int(m)) == (counted.get((sp, lab, "female"), 0), counted.get((sp, lab, "male"), 0)), line
+        assert int(tot) == int(f) + int(m)
+    assert [ln.split()[:2] for ln in lines[1:7]] == [["train", "0"], ["train", "1"], ["train", "total"],
+                                                     ["val", "0"], ["val", "1"], ["val", "total"]]
     # the training patients are those of the train/test split
     plain = convert_isic2020(gt, tmp_path, tmp_path / "m2.csv", duplicates=dups, check_files=False)
     train_plain = set(plain.table.loc[plain.table["split"] == "train", "patient_id"])

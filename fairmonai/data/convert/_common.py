@@ -25,6 +25,7 @@ from ..manifest import ManifestError, ManifestSchema, is_missing, load_manifest,
 from ..splits import assign_splits, strata_keys, stratified_kfold
 
 __all__ = [
+    "split_label_sex_table",
     "Conversion",
     "EMPTY_LABEL",
     "MISSING_FILE_POLICIES",
@@ -336,6 +337,32 @@ def write_manifest(conversion: Conversion, out: str | os.PathLike, *, check_file
 
 
 _SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
+
+
+def split_label_sex_table(table: pd.DataFrame, label_name: str = "label") -> str:
+    """Cases per split x label x sex as text: one row per split and label (splits in the order
+    train, val, test; both labels always shown), columns ``female``, ``male``, ``total``, and a
+    ``total`` row per split.
+
+    Args:
+        table: manifest rows with ``split``, ``label`` (``"0"``/``"1"``) and ``sex`` columns.
+        label_name: the label column's heading (e.g. ``"pcr"``, ``"melanoma"``).
+    """
+    splits = [sp for sp in _SPLITS if (table["split"] == sp).any()]
+    rows = [("split", label_name, *_SEXES, "total")]
+    for sp in splits:
+        part = table[table["split"] == sp]
+        for lab in ("0", "1", "total"):
+            sel = part if lab == "total" else part[part["label"].astype(str) == lab]
+            counts = [int((sel["sex"] == g).sum()) for g in _SEXES]
+            rows.append((sp, lab, *map(str, counts), str(len(sel))))
+    widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) if k < 2 else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths))).rstrip()
+                     for r in rows)
+
+
+_SPLITS = ("train", "val", "test")
+_SEXES = ("female", "male")
 
 
 def _group_table(table: pd.DataFrame, attr: str, by: str) -> str:

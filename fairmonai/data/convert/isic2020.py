@@ -32,7 +32,8 @@ import pandas as pd
 from ..attributes import isic_age_group
 from ..manifest import ManifestError
 from ..splits import strata_keys, stratified_kfold, stratified_train_val_test_split
-from ._common import Conversion, PathBuilder, binary_text, line_of, number_text, read_table, require_columns
+from ._common import Conversion, PathBuilder, binary_text, line_of, number_text, read_table, require_columns, \
+    split_label_sex_table
 
 __all__ = ["SEX_MISSING_POLICIES", "convert_isic2020", "read_duplicates"]
 
@@ -201,5 +202,6 @@ def convert_isic2020(
         n = Counter(split.values())
         parts = " / ".join(f"{n[p]} {p}" for p in ("train", "val", "test") if p != "val" or val_fraction > 0)
         conv.notes.append(f"patient-level split (seed {seed}): {parts} patients, stratified on patient melanoma x sex")
+        conv.notes.append("images per split x melanoma x sex:\n" + split_label_sex_table(t, label_name="melanoma"))
     conv.table = t
     return conv

@@ -27,35 +27,13 @@ import pandas as pd
 
 from ..manifest import ManifestError, is_missing
 from ._common import Conversion, PathBuilder, binary_text, folds_of, line_of, number_text, read_table, \
-    require_columns, split_columns
+    require_columns, split_columns, split_label_sex_table
 
 __all__ = ["SEX_SPELLINGS", "SPLIT_VALUES", "convert_rectal_mri", "normalise_sex", "split_label_sex_table"]
 
 SEX_SPELLINGS = {"m": "male", "male": "male", "man": "male", "f": "female", "female": "female", "woman": "female"}
 #: the values a user's ``split`` column may hold (any letter case), in the order the summary shows them
 SPLIT_VALUES = ("train", "val", "test")
-_SEXES = ("female", "male")
-
-
-def split_label_sex_table(table: pd.DataFrame) -> str:
-    """Cases per split x pCR x sex as text: one row per split and label (splits in the order
-    train, val, test; both labels always shown), columns ``female``, ``male``, ``total``, and a
-    ``total`` row per split.
-
-    Args:
-        table: manifest rows with ``split``, ``label`` (``"0"``/``"1"``) and ``sex`` columns.
-    """
-    splits = [sp for sp in SPLIT_VALUES if (table["split"] == sp).any()]
-    rows = [("split", "pcr", *_SEXES, "total")]
-    for sp in splits:
-        part = table[table["split"] == sp]
-        for lab in ("0", "1", "total"):
-            sel = part if lab == "total" else part[part["label"] == lab]
-            counts = [int((sel["sex"] == g).sum()) for g in _SEXES]
-            rows.append((sp, lab, *map(str, counts), str(len(sel))))
-    widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) if k < 2 else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths))).rstrip()
-                     for r in rows)
 
 
 def normalise_sex(raw, *, male_code: str | None = None, female_code: str | None = None, file=None,
@@ -216,7 +194,7 @@ def convert_rectal_mri(
                           f"{num_folds} folds of the training part")
     conv.table = out_table
     if len(out_table):
-        conv.notes.append("cases per split x pCR x sex:\n" + split_label_sex_table(out_table))
+        conv.notes.append("cases per split x pCR x sex:\n" + split_label_sex_table(out_table, label_name="pcr"))
     return conv
 
 
