@@ -3,6 +3,7 @@
 from .batchnorm_recalibration import BatchNormRecalibration, recalibrate_batchnorm
 from .best_weights import BestWeights
 from .case_collector import CaseCollector
+from .empty_cells import EmptyCellShare
 from .epoch_seed import EpochSeed
 from .fairbatch import FairBatchUpdate
 from .fairvit_calibration import FairViTCalibration
@@ -19,6 +20,7 @@ __all__ = [
     "BatchNormRecalibration",
     "BestWeights",
     "CaseCollector",
+    "EmptyCellShare",
     "EpochSeed",
     "FairBatchUpdate",
     "FairViTCalibration",

@@ -231,6 +231,11 @@ def _check_method_outputs(bundle: Path, method: str, root: Path, output: str, ba
         assert (curve["fair"] >= -1e-6).all() and (curve["lam"] == overlay["fair_lambda"]).all()
         # every logged loss is the cross entropy plus lambda times the fairness loss
         assert np.allclose(curve["loss"], curve["ce"] + curve["lam"] * curve["fair"], atol=1e-4)
+        # one row per epoch: how many of its batches had an empty cell in the fairness loss
+        cells = pd.read_csv(root / "eval" / "empty_cells.csv")
+        assert cells["epoch"].tolist() == list(range(1, len(cells) + 1)) and (cells["batches"] > 0).all()
+        assert ((0 <= cells["empty_batches"]) & (cells["empty_batches"] <= cells["batches"])).all()
+        assert np.allclose(cells["share"], cells["empty_batches"] / cells["batches"])
         checked = True
     if overlay.get("finetune"):
         assert baseline is not None and f"Restored all variables from {baseline}" in output, output[-3000:]

@@ -156,7 +156,7 @@ def test_method_overlays_differ_only_in_their_loss():
         assert set(o) == set(ref)
         assert {k: v for k, v in o.items() if k not in ("fair_loss", "model_label")} == \
             {k: v for k, v in ref.items() if k not in ("fair_loss", "model_label")}
-        assert o["finetune"] is True and o["epochs"] == 25 and o["select_best"] is False
+        assert o["finetune"] is True and o["epochs"] == "@finetune_epochs" and o["select_best"] is False
         assert o["fair_loss"]["empty"] == "@fair_loss_empty"
         assert o["fair_loss"]["reduction"] == ("mean" if m == "iou" else "sum")
 
