@@ -204,3 +204,34 @@ def test_evaluation_stopped_by_a_bad_case_leaves_no_segmentation(tmp_path):
     del e, evaluator, writer
     gc.collect()
     assert not seg_dir.exists() and not (tmp_path / "eval" / "scores.csv").exists()
+
+
+def test_training_part_smaller_than_one_batch_is_refused(cohorts, tmp_path):
+    """With drop_last, a training part smaller than one batch would run no step and finish without a model
+    (MONAI only warns): it stops before training, naming the counts and the largest batch size that works."""
+    root, manifest, table, _ = _copy(cohorts, OCT, tmp_path)
+    n = int(((table["split"] == "train") & (table["fold"] != "0")).sum())
+    before = _files(root)
+    res = run_bundle(OCT, root, ["train.json"], "--batch_size", str(n + 1), fails=True)
+    from fairmonai.errors import input_error_line
+
+    assert (f"the training part has {n} cases, fewer than one batch of {n + 1}; the loader drops an incomplete batch "
+            f"(drop_last), so no training step would run and no model would be written: pass --batch_size {n} or less"
+            ) in input_error_line(res.error)
+    assert _files(root) == before  # stopped before anything was written
+
+
+def test_check_training_batches_per_process(monkeypatch):
+    import torch.distributed as dist
+
+    from fairmonai.bundle_run import BundleRunError, check_training_batches
+
+    check_training_batches(8, 8)  # exactly one batch
+    check_training_batches(3, 8, drop_last=False)
+    with pytest.raises(BundleRunError, match="has no cases"):
+        check_training_batches(0, 8, drop_last=False)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    with pytest.raises(BundleRunError, match=r"has 15 cases \(8 per process over 2\), fewer than one batch of 10"):
+        check_training_batches(15, 10)
+    check_training_batches(15, 8)  # ceil(15 / 2) = 8 per process
