@@ -405,7 +405,8 @@ def test_multi_gpu_overlay_matches_single_process(trained, tmp_path):
     report = json.loads((root / "eval" / "report_val" / "report.json").read_text())
     attr = next(iter(report["attributes"]))
     single = report["attributes"][attr]
-    assert 0.0 < float(ddp["val_auc"]) < 1.0 and float(ddp["val_auc"]) != 0.5
+    # not constant (0.5); 1.0 is allowed: the rectal smoke cohort validates on 3 cases, which a model often ranks right
+    assert 0.0 <= float(ddp["val_auc"]) <= 1.0 and float(ddp["val_auc"]) != 0.5
     assert float(ddp["val_auc"]) == pytest.approx(single["metrics"]["auc"]["overall"], abs=1e-6)
     assert float(ddp["val_eodd"]) == pytest.approx(single["disparities"]["eodd"]["value"], abs=1e-6)
     assert float(ddp["val_eom"]) == pytest.approx(single["disparities"]["eom"]["value"], abs=1e-6)
