@@ -278,14 +278,20 @@ class RunRecord:
     ``model`` (``{id: raw config}`` for the merged config's ``model_record_ids``). With ``save_dir`` it
     also writes ``run_record.json`` there each time it is saved, for a person (and an export) to read.
 
+    ``resolved`` (optional) records values the run computed from its data, under ``"resolved"``, e.g. the
+    preprocessing settings with ``crop_size="auto"`` replaced by the mean box of the training split:
+    comparisons between runs keep using ``model`` (the raw config, which a later run reproduces), and
+    an inference run, which has no training split, reads them with :func:`recorded_value`.
+
     Args:
         manifest: the manifest the run trained on (a path).
         save_dir: folder for ``run_record.json`` (the model folder); ``None``: no file.
         argv: the command line to record (default ``sys.argv``; for tests).
+        resolved: ``{id: value}`` computed by the run (JSON-able).
     """
 
     def __init__(self, manifest: str | os.PathLike | None = None, save_dir: str | os.PathLike | None = None,
-                 argv: Sequence[str] | None = None) -> None:
+                 argv: Sequence[str] | None = None, resolved: Mapping[str, Any] | None = None) -> None:
         import monai
         import torch
 
@@ -300,6 +306,8 @@ class RunRecord:
         manifest_path = None if manifest is None else str(Path(manifest).resolve())
         record.update(manifest=manifest_path, manifest_sha256=None if manifest is None else file_sha256(manifest),
                       code_version=code_version(), monai_version=monai.__version__, torch_version=torch.__version__)
+        if resolved:
+            record["resolved"] = dict(resolved)
         # plain JSON types only: MONAI's CheckpointLoader reads model.pt with torch.load(weights_only=True)
         self.record = json.loads(json.dumps(record, default=str))
         self.save_dir = None if save_dir is None else Path(save_dir)
@@ -335,6 +343,21 @@ def load_run_record(ckpt_path: str | os.PathLike) -> dict[str, Any]:
         raise BundleRunError(f"{p} carries no run record (what configs, overrides and manifest trained it), so "
                           "nothing can check that this run matches it: retrain it with this version's train.json")
     return dict(record)
+
+
+def recorded_value(ckpt_path: str | os.PathLike, key: str) -> Any:
+    """The value of config id ``key`` a model was trained with: the run's resolved value (``record["resolved"]``,
+    e.g. a crop size computed from the training split) when it recorded one, else its raw config
+    (``record["model"]``).
+
+    Raises:
+        BundleRunError: no record, or ``key`` is in neither part (naming what the record holds).
+    """
+    record = load_run_record(ckpt_path)
+    for part in ("resolved", "model"):
+        if key in (record.get(part) or {}):
+            return record[part][key]
+    raise BundleRunError(f"the run record of {ckpt_path} holds no '{key}' (it records {sorted(record.get('model') or {})})")
 
 
 def recorded_manifest(ckpt_path: str | os.PathLike) -> str:

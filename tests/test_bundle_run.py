@@ -187,3 +187,23 @@ def test_group_names_from_the_schema():
     assert check_attributes("mama_mia", ["age_group"]) == ["age_group"]
     with pytest.raises(ManifestError, match=r"\['hospital'\] not declared in schema 'mama_mia'.*attributes declare it"):
         check_attributes("mama_mia", ["age_group", "hospital"])
+
+
+def test_resolved_settings_and_recorded_value(tmp_path):
+    import pandas as pd
+    import torch
+
+    from fairmonai.bundle_run import RECORD_KEY, BundleRunError, recorded_value
+    from fairmonai.data.preprocess import PreprocessError, resolved_settings
+
+    table = pd.DataFrame({"status": ["ok", "ok", "failed"], "crop_size": ["[60, 52, 30]", "[60, 52, 30]", ""]})
+    assert resolved_settings({"crop_size": "auto", "spacing": [1, 1, 1]}, table) == {
+        "crop_size": [60, 52, 30], "spacing": [1, 1, 1]}
+    assert resolved_settings({"crop_size": [79, 79, 40]}, table) == {"crop_size": [79, 79, 40]}  # numbers stay
+    with pytest.raises(PreprocessError, match=r"one crop size .* found \[\(60, 52, 30\), \(61, 52, 30\)\]"):
+        resolved_settings({"crop_size": "auto"}, table.assign(crop_size=["[60, 52, 30]", "[61, 52, 30]", ""]))
+    ckpt = tmp_path / "model.pt"
+    torch.save({RECORD_KEY: {"model": {"a": 1, "b": "auto"}, "resolved": {"b": [3]}}}, ckpt)
+    assert recorded_value(ckpt, "b") == [3] and recorded_value(ckpt, "a") == 1
+    with pytest.raises(BundleRunError, match=r"holds no 'c' \(it records \['a', 'b'\]\)"):
+        recorded_value(ckpt, "c")

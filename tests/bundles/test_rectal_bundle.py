@@ -281,3 +281,31 @@ def test_loss_weighted_and_sampler_balanced(cohort, tmp_path):
     weights = np.asarray(sampler.weights)
     by_class = [weights[[r["label"] == c for r in data]].sum() for c in (0, 1)]
     assert by_class == pytest.approx([1.0, 1.0]) and len(sampler) == len(data)
+
+
+def test_crop_size_auto_is_recorded_resolved_and_used_by_inference(cohort, tmp_path):
+    """A model trained with crop_size 'auto' records the mean box it resolved to; inference, which has no
+    training split, crops every case to that size (read with recorded_value), not to 'auto' or the default."""
+    from fairmonai.bundle_run import load_run_record, recorded_value
+    from fairmonai.data.preprocess import read_preprocessing_csv
+
+    run_bundle(RECTAL, tmp_path, ["train.json"], "--crop_size", "auto", "--dataset_dir", str(cohort[0]),
+               "--synthetic_cohort", json.dumps(TINY_COHORT), "--preprocessed_dir", str(tmp_path / "preprocessed"),
+               "--epochs", "1", "--batch_size", "4", "--num_workers", "0", "--preprocess_workers", "1")
+    trained = read_preprocessing_csv(tmp_path / "preprocessed")
+    sizes = {tuple(json.loads(v)) for v in trained.loc[trained["status"] == "ok", "crop_size"]}
+    assert len(sizes) == 1
+    resolved = list(sizes.pop())
+    ckpt = tmp_path / "models" / "model.pt"
+    record = load_run_record(ckpt)
+    assert record["model"]["preprocess_settings"]["crop_size"] == "auto"  # the config, as a rerun reproduces it
+    assert record["resolved"]["preprocess_settings"]["crop_size"] == resolved != [79, 79, 40]
+    assert recorded_value(ckpt, "preprocess_settings")["crop_size"] == resolved
+
+    cases, images, masks = _folder_input(cohort, tmp_path, with_mask=3)
+    smoke = json.loads((RECTAL / "configs" / "smoke.json").read_text())
+    run_bundle(RECTAL, tmp_path, ["inference.json"], "--input", str(images), "--mask_dir", str(masks),
+               "--image_size", json.dumps(smoke["image_size"]), "--num_workers", "0", "--preprocess_workers", "1",
+               smoke=False)
+    inferred = read_preprocessing_csv(tmp_path / "eval" / "preprocessed_inference")
+    assert len(inferred) == 3 and all(json.loads(v) == resolved for v in inferred["crop_size"])

@@ -38,6 +38,7 @@ from .cache import (
     preprocess_cohort,
     preprocess_images,
     read_preprocessing_csv,
+    resolved_settings,
 )
 
 # the MONAI transforms import torch: loaded on first use (fairmonai.data.preprocess.<name>)
@@ -85,6 +86,7 @@ __all__ = [
     "preprocess_cohort",
     "preprocess_images",
     "read_preprocessing_csv",
+    "resolved_settings",
     *_TRANSFORMS,
 ]
 

@@ -100,6 +100,7 @@ __all__ = [
     "preprocess_cohort",
     "preprocess_images",
     "read_preprocessing_csv",
+    "resolved_settings",
     "series_uid_of",
 ]
 
@@ -634,3 +635,30 @@ def crop_datalist(datalist: Sequence[Mapping], table: pd.DataFrame | str | os.Pa
         logger.warning("crop_datalist: %d case(s) left out, their preprocessing was skipped: %s", len(skipped),
                        skipped)
     return out
+
+
+def resolved_settings(settings: Mapping, table: pd.DataFrame) -> dict:
+    """``settings`` with ``crop_size="auto"`` replaced by the crop size the preprocessing used.
+
+    ``"auto"`` is the mean tumour box of the training split (:func:`preprocess_cohort`); an inference
+    run has no training split to take it from, so a training run records these resolved settings
+    (:class:`fairmonai.bundle_run.RunRecord`'s ``resolved``) and inference reads them.
+
+    Args:
+        settings: the preprocessing settings (``crop_size`` numbers or ``"auto"``).
+        table: :func:`preprocess_cohort`'s table (its ``crop_size`` column, JSON text or lists).
+
+    Raises:
+        PreprocessError: ``"auto"`` with no preprocessed case, or cases cropped to different sizes.
+    """
+    out = dict(settings)
+    if out.get("crop_size") != "auto":
+        return out
+    ok = table[table["status"] == "ok"]
+    sizes = {tuple(json.loads(v) if isinstance(v, str) else v) for v in ok["crop_size"]}
+    if len(sizes) != 1:
+        raise PreprocessError(f"crop_size 'auto': expected one crop size over the preprocessed cases, found "
+                              f"{sorted(sizes) or 'none'}")
+    out["crop_size"] = [int(v) for v in sizes.pop()]
+    return out
+
