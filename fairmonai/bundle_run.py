@@ -421,33 +421,41 @@ def check_training_run(ckpt_dir: str | os.PathLike, *, resume: bool = False, ove
         (Path(ckpt_dir) / RECORD_FILE).unlink(missing_ok=True)
 
 
-def check_training_batches(n_cases: int, batch_size: int, *, drop_last: bool = True) -> None:
-    """Before training: the training part fills at least one batch (per process under DDP).
+def check_training_batches(loader, n_cases: int | None = None) -> None:
+    """Before training: the training loader yields at least one batch (per process under DDP).
 
     A loader with ``drop_last`` drops an incomplete batch; a training part smaller than one batch then
     runs no step, and MONAI's trainer finishes with only a warning and no ``model.pt`` (exit status 0).
     Under DDP each process gets ``ceil(n_cases / world_size)`` cases (``DistributedSampler`` pads).
 
     Args:
-        n_cases: cases in the training part.
-        batch_size: the training loader's batch size.
-        drop_last: the loader drops an incomplete last batch.
+        loader: the training data loader (its ``len`` is its batches per epoch; one without a length is
+            not checked).
+        n_cases: cases in the training part, for the message.
 
     Raises:
-        BundleRunError: no training case, or fewer than ``batch_size`` per process with ``drop_last``.
+        BundleRunError: the loader yields no batch, naming the cases, the batch size and the fix.
     """
     import torch.distributed as dist
 
+    try:
+        if len(loader) > 0:
+            return
+    except TypeError:
+        return
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-    n = int(n_cases)
-    per_process = math.ceil(n / world)
-    where = f" ({per_process} per process over {world})" if world > 1 else ""
+    n = int(n_cases) if n_cases is not None else None
     if n == 0:
         raise BundleRunError("the training part has no cases: check the manifest's split and fold columns")
-    if drop_last and per_process < batch_size:
-        raise BundleRunError(f"the training part has {n} cases{where}, fewer than one batch of {batch_size}; the "
-                             "loader drops an incomplete batch (drop_last), so no training step would run and no "
-                             f"model would be written: pass --batch_size {per_process} or less, or use more cases")
+    batch_size = getattr(loader, "batch_size", None)
+    if n is None or batch_size is None:
+        raise BundleRunError(f"the training loader yields no batch{'' if n is None else f' from {n} cases'}: no "
+                             "training step would run and no model would be written")
+    per_process = math.ceil(n / world)
+    where = f" ({per_process} per process over {world})" if world > 1 else ""
+    raise BundleRunError(f"the training part has {n} cases{where}, fewer than one batch of {batch_size}; the "
+                         "loader drops an incomplete batch (drop_last), so no training step would run and no "
+                         f"model would be written: pass --batch_size {per_process} or less, or use more cases")
 
 
 def check_evaluation_run(ckpt_path: str | os.PathLike, *, manifest: str | os.PathLike | None = None,

@@ -223,15 +223,20 @@ def test_training_part_smaller_than_one_batch_is_refused(cohorts, tmp_path):
 
 def test_check_training_batches_per_process(monkeypatch):
     import torch.distributed as dist
+    from torch.utils.data import DataLoader
 
     from fairmonai.bundle_run import BundleRunError, check_training_batches
 
-    check_training_batches(8, 8)  # exactly one batch
-    check_training_batches(3, 8, drop_last=False)
+    check_training_batches(DataLoader(list(range(8)), batch_size=8, drop_last=True), 8)  # exactly one batch
+    check_training_batches(DataLoader(list(range(3)), batch_size=8), 3)  # one incomplete batch, kept
     with pytest.raises(BundleRunError, match="has no cases"):
-        check_training_batches(0, 8, drop_last=False)
+        check_training_batches(DataLoader([], batch_size=8), 0)
+    with pytest.raises(BundleRunError, match=r"has 7 cases, fewer than one batch of 8; .* --batch_size 7 or less"):
+        check_training_batches(DataLoader(list(range(7)), batch_size=8, drop_last=True), 7)
+    sampler = torch.utils.data.BatchSampler(list(range(5)), batch_size=8, drop_last=True)  # a custom batch sampler
+    with pytest.raises(BundleRunError, match="the training loader yields no batch from 5 cases"):
+        check_training_batches(DataLoader(list(range(5)), batch_sampler=sampler), 5)
     monkeypatch.setattr(dist, "is_initialized", lambda: True)
     monkeypatch.setattr(dist, "get_world_size", lambda: 2)
     with pytest.raises(BundleRunError, match=r"has 15 cases \(8 per process over 2\), fewer than one batch of 10"):
-        check_training_batches(15, 10)
-    check_training_batches(15, 8)  # ceil(15 / 2) = 8 per process
+        check_training_batches(DataLoader([], batch_size=10, drop_last=True), 15)  # the per-process part is empty
