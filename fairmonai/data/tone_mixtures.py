@@ -33,7 +33,8 @@ import pandas as pd
 from ..errors import InputError
 from .manifest import ManifestSchema, load_manifest, load_schema
 
-__all__ = ["MIXES", "GROUPS", "MixtureDraw", "MixtureError", "draw_mixture", "dark_share", "real_fitzpatrick_manifest"]
+__all__ = ["MIXES", "GROUPS", "MixtureDraw", "MixtureError", "draw_mixture", "dark_share", "real_fitzpatrick_manifest",
+           "check_case_list"]
 
 logger = logging.getLogger(__name__)
 
@@ -280,3 +281,26 @@ def real_fitzpatrick_manifest(metadata_csv: str | os.PathLike, image_dir: str | 
     logger.warning("Fitzpatrick17k: %d of %d images missing from %s (listed in %s); the draw uses the %d present",
                    len(missing), len(table), folder, out.parent / f"{out.stem}_missing.csv", len(present))
     return str(out)
+
+
+def check_case_list(draw: MixtureDraw, path: str | os.PathLike) -> None:
+    """Before evaluation: the sets drawn now are those the training run wrote to ``path`` (its case list).
+
+    Raises:
+        MixtureError: no case list (train first), or a set that differs (e.g. another ``repeat``, ``mix``,
+            ``seed`` or ``test_size`` than training's), naming the set and the number of differing cases.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise MixtureError(f"no case list {p}: the training run writes it; evaluate the folder a training run used")
+    written = pd.read_csv(p, dtype={"case_id": str})
+    now = draw.case_table()
+    for name in ("train", "test", "val"):
+        a = dict(zip(written.loc[written["set"] == name, "case_id"], written.loc[written["set"] == name, "multiplicity"]))
+        b = dict(zip(now.loc[now["set"] == name, "case_id"], now.loc[now["set"] == name, "multiplicity"]))
+        if a != b:
+            differ = len(set(a.items()) ^ set(b.items()))
+            raise MixtureError(
+                f"the {name} set drawn now (mix {draw.mix}, repeat {draw.repeat}, seed {draw.seed}) differs from the one "
+                f"training wrote to {p} ({differ} case entries differ): evaluate with the mix, repeat, seed and sizes "
+                "the model was trained with")
