@@ -17,7 +17,8 @@ paper's 24 GB RTX 3090). On CPU: the high-water RSS of the process (``ru_maxrss`
 first step -- coarse (a high-water mark only grows, so the second variant's figure includes the first's).
 
     python benchmarks/bench_vae_step.py [--batch 64] [--size 128] [--steps 3] [--warmup 1] [--threads 2]
-        [--ch 64] [--blocks 1 2 4 8] [--latent 64] [--shallow] [--out benchmarks/results/vae_step.json]
+        [--ch 64] [--blocks 1 2 4 8] [--latent 64] [--shallow] [--only mse_kl|mse_kl_perceptual]
+        [--out benchmarks/results/vae_step.json]
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--blocks", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--latent", type=int, default=64)
     ap.add_argument("--shallow", action="store_true", help="deep_model=False")
+    ap.add_argument("--only", choices=["mse_kl", "mse_kl_perceptual"], default=None,
+                    help="run one variant (on CPU, a separate process per variant gives each its own peak RSS)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
@@ -63,6 +66,8 @@ def main(argv=None) -> dict:
     x = (torch.rand(args.batch, 3, args.size, args.size, generator=g) * 2 - 1).to(device)
     variants = {}
     for name, perceptual in (("mse_kl", False), ("mse_kl_perceptual", True)):
+        if args.only not in (None, name):
+            continue
         torch.manual_seed(args.seed)
         net = ResidualVAE(ch=args.ch, blocks=tuple(args.blocks), latent_channels=args.latent,
                           deep_model=not args.shallow).to(device).train()
@@ -70,6 +75,7 @@ def main(argv=None) -> dict:
         opt = torch.optim.Adam(net.parameters(), lr=1e-4)
         scaler = torch.amp.GradScaler("cuda", enabled=cuda)
         variants[name] = {"net": net, "loss": loss, "opt": opt, "scaler": scaler, "times": [], "peak_mib": None}
+    rss_start = None if cuda else _rss_mib()
 
     def step(v) -> float:
         if cuda:
@@ -104,11 +110,13 @@ def main(argv=None) -> dict:
               "batch": args.batch, "size": args.size, "amp": cuda, "steps": args.steps, "warmup": args.warmup,
               "network": {"ch": args.ch, "blocks": args.blocks, "latent_channels": args.latent,
                           "deep_model": not args.shallow,
-                          "parameters": sum(p.numel() for p in variants["mse_kl"]["net"].parameters())},
+                          "parameters": sum(p.numel() for p in next(iter(variants.values()))["net"].parameters())},
+              "rss_before_steps_mib": rss_start,
               "peak_memory": "torch.cuda.max_memory_allocated" if cuda else "process high-water RSS (cumulative)"}
     for name, v in variants.items():
         result[name] = {"median_s": statistics.median(v["times"]), "times_s": v["times"], "peak_mib": v["peak_mib"]}
-    result["ratio_perceptual"] = result["mse_kl_perceptual"]["median_s"] / result["mse_kl"]["median_s"]
+    if len(variants) == 2:
+        result["ratio_perceptual"] = result["mse_kl_perceptual"]["median_s"] / result["mse_kl"]["median_s"]
     print(json.dumps(result, indent=2))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
