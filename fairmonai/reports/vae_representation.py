@@ -278,9 +278,10 @@ def _fine_label_plot(table: pd.DataFrame, path: Path, min_images: int) -> None:
 
     mixes = [m for m in MIX_ORDER if (table["mix"] == m).any()] or list(MIX_ORDER)
     fig, axes = plt.subplots(1, len(mixes), figsize=(4.2 * len(mixes), 4.2), squeeze=False)
-    hi = float(np.nanmax(table[["mse_light", "mse_dark"]].to_numpy())) * 1.1 if len(table) else 1.0
     for ax, m in zip(axes[0], mixes):
         t = table[table["mix"] == m]
+        # each panel its own range (the mixes' errors differ by an order of magnitude), square, from 0
+        hi = float(np.nanmax(t[["mse_light", "mse_dark"]].to_numpy())) * 1.15 if len(t) else 1.0
         ax.plot([0, hi], [0, hi], "k--", lw=0.8, label="y = x")
         ax.scatter(t["mse_light"], t["mse_dark"], s=14)
         for r in t.itertuples():
