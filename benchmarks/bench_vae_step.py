@@ -18,7 +18,12 @@ first step -- coarse (a high-water mark only grows, so the second variant's figu
 
     python benchmarks/bench_vae_step.py [--batch 64] [--size 128] [--steps 3] [--warmup 1] [--threads 2]
         [--ch 64] [--blocks 1 2 4 8] [--latent 64] [--shallow] [--only mse_kl|mse_kl_perceptual]
-        [--out benchmarks/results/vae_step.json]
+        [--activations B] [--out benchmarks/results/vae_step.json]
+
+``--activations B`` measures instead the bytes autograd saves for backward on a batch of B (distinct
+storages; fp32 and under autocast, fp16 on CUDA, bf16 on CPU: the same 2 bytes an element), scaled
+linearly to ``--batch``, plus weights, gradients and Adam's moments: an estimate of a GPU step's memory
+from a CPU.
 """
 
 from __future__ import annotations
@@ -43,6 +48,26 @@ def _rss_mib() -> float:
     return r / 1024.0 if sys.platform != "darwin" else r / 2**20
 
 
+def saved_activation_mib(net, loss, x: torch.Tensor, amp_dtype: torch.dtype | None) -> float:
+    """MiB of the tensors autograd saves for backward in one forward + loss (the activation memory of a
+    step; distinct storages counted once, the modules' own parameters and buffers left out since they do
+    not grow with the batch), optionally under autocast to ``amp_dtype``."""
+    seen: dict[int, int] = {}
+    own = {t.untyped_storage().data_ptr() for m in (net, loss) for t in (*m.parameters(), *m.buffers())}
+
+    def pack(t: torch.Tensor):
+        st = t.untyped_storage()
+        if st.data_ptr() not in own:
+            seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            value = loss(net.reconstruct(x), x)
+    del value
+    return sum(seen.values()) / 2**20
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, default=64)
@@ -56,6 +81,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--shallow", action="store_true", help="deep_model=False")
     ap.add_argument("--only", choices=["mse_kl", "mse_kl_perceptual"], default=None,
                     help="run one variant (on CPU, a separate process per variant gives each its own peak RSS)")
+    ap.add_argument("--activations", type=int, default=0, metavar="B",
+                    help="only measure the saved activations of a batch of B (fp32 and under fp16/bf16 autocast) "
+                         "per variant, scaled to --batch; no timing")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
@@ -63,7 +91,7 @@ def main(argv=None) -> dict:
     cuda = torch.cuda.is_available()
     device = torch.device("cuda:0" if cuda else "cpu")
     g = torch.Generator().manual_seed(args.seed)
-    x = (torch.rand(args.batch, 3, args.size, args.size, generator=g) * 2 - 1).to(device)
+    x = (torch.rand(args.activations or args.batch, 3, args.size, args.size, generator=g) * 2 - 1).to(device)
     variants = {}
     for name, perceptual in (("mse_kl", False), ("mse_kl_perceptual", True)):
         if args.only not in (None, name):
@@ -76,6 +104,21 @@ def main(argv=None) -> dict:
         scaler = torch.amp.GradScaler("cuda", enabled=cuda)
         variants[name] = {"net": net, "loss": loss, "opt": opt, "scaler": scaler, "times": [], "peak_mib": None}
     rss_start = None if cuda else _rss_mib()
+    if args.activations:
+        amp = torch.float16 if cuda else torch.bfloat16
+        scale = args.batch / args.activations
+        result = {"batch_measured": args.activations, "scaled_to_batch": args.batch, "size": args.size,
+                  "amp_dtype": str(amp), "parameters": sum(p.numel() for p in next(iter(variants.values()))["net"].parameters())}
+        for name, v in variants.items():
+            result[name] = {"fp32_mib": saved_activation_mib(v["net"], v["loss"], x, None) * scale,
+                            "amp_mib": saved_activation_mib(v["net"], v["loss"], x, amp) * scale}
+        # weights, gradients and Adam's two moments, fp32
+        result["params_grads_adam_mib"] = 4 * result["parameters"] * 4 / 2**20
+        print(json.dumps(result, indent=2))
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(result, indent=2))
+        return result
 
     def step(v) -> float:
         if cuda:
