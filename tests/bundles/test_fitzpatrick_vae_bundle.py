@@ -69,6 +69,9 @@ def test_evaluation_report_says_the_vgg_weights_were_random(smoke):
         run_bundle(FITZ, root, ["train.json", "evaluate.json"])
     report = json.loads((root / "eval" / "report_test" / "report.json").read_text())
     assert report["run"]["vgg_weights"].startswith("none: random VGG19 weights")
+    # and the model's record (model.pt, run_record.json) says which VGG weights trained it: none
+    record = json.loads((root / "models" / "run_record.json").read_text())["fairmonai_run_record"]["model"]
+    assert record["vgg_weights"] is None and record["perceptual"]["weights"] is None
     assert report["run"]["mix"] == "B" and report["run"]["draw"]["n"] > 0
     assert set(report["groups"]) == {"all", "light", "dark"}
     assert report["dark_minus_light"]["mse"] == pytest.approx(
