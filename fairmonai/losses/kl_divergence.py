@@ -45,8 +45,7 @@ class GaussianKLLoss(_Loss):
     """
 
     def __init__(self, reduction: LossReduction | str = LossReduction.MEAN) -> None:
-        super().__init__(reduction=look_up_option(LossReduction(reduction) if not isinstance(reduction, LossReduction)
-                                                  else reduction, LossReduction).value)
+        super().__init__(reduction=look_up_option(reduction, LossReduction).value)
 
     def forward(self, mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
         kl = gaussian_kl(mu, log_var)

@@ -108,7 +108,7 @@ class VGG19PerceptualLoss(_Loss):
 
     def __init__(self, weights: str | os.PathLike | None = None, layer_reduction: str = "mean",
                  input_normalization: str = "none", reduction: LossReduction | str = LossReduction.MEAN) -> None:
-        super().__init__(reduction=look_up_option(LossReduction(reduction), LossReduction).value)
+        super().__init__(reduction=look_up_option(reduction, LossReduction).value)
         self.layer_reduction = look_up_option(layer_reduction, LAYER_REDUCTIONS)
         self.input_normalization = look_up_option(input_normalization, INPUT_NORMALIZATIONS)
         self.features, self.pretrained = load_vgg19_features(weights)

@@ -27,6 +27,8 @@ def test_kl_hand_values():
     assert torch.allclose(gaussian_kl(mu, log_var)[0], torch.tensor(expected), atol=1e-6)
     assert GaussianKLLoss()(mu, log_var).item() == pytest.approx(sum(expected) / 4, abs=1e-6)
     assert GaussianKLLoss(reduction="none")(mu, log_var).tolist() == pytest.approx([sum(expected)], abs=1e-5)
+    with pytest.raises(ValueError, match="Available options are"):
+        GaussianKLLoss(reduction="avg")
     with pytest.raises(ValueError, match=r"same shape, got \(1, 4\) and \(1, 3\)"):
         gaussian_kl(mu, log_var[:, :3])
 
