@@ -15,6 +15,7 @@ from .manifest import (
 from .cohort_cache import ensure_cohort
 from .image_check import ImageCheckError, ImageReadError, check_images, find_image_problems
 from .inference import inference_datalist
+from .tone_mixtures import MixtureDraw, MixtureError, draw_mixture, real_fitzpatrick_manifest
 from .memory import estimate_cache_bytes, log_cache_estimate
 from .splits import (
     assign_splits,
@@ -47,6 +48,10 @@ __all__ = [
     "check_images",
     "find_image_problems",
     "inference_datalist",
+    "MixtureDraw",
+    "MixtureError",
+    "draw_mixture",
+    "real_fitzpatrick_manifest",
     "estimate_cache_bytes",
     "log_cache_estimate",
     "assign_splits",

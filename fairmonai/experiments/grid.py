@@ -27,7 +27,8 @@ format (keys not listed here are errors)::
                                        files of each run (globs in its folder) listed after the
                                        table, per run and evaluated split                        (optional)
       "plots": [{"kind": "dice_heatmap_comparison", "file": "eval/scores_test.csv",
-                 "base": "<configuration>", "method": "<configuration>", "out": "heatmaps/unet"}],
+                 "base": "<configuration>", "method": "<configuration>", "out": "heatmaps/unet"},
+                {"kind": "vae_representation", "out": "figures", "min_images": 5}],
       "executor": {"kind": "local", "workers": 2,   where runs go (--executor, --workers win)   (default local, 1)
                    "cpus_per_run": 1, "gpus_per_run": 1},   Ray's resources per run (default 1 CPU; 1 GPU if any)
       "seconds_per_run": 600,          estimated wall time of one run, printed as the grid's estimate
@@ -72,7 +73,9 @@ after the grid. Its ``test_column`` ``"retrain"`` adds one unit per (configurati
 configuration trained on the whole training part (``--train_split trainval``, no ``--fold``), folder
 ``<configuration>_seed<seed>_all``, scored on the test split only; its rows have ``fold`` -1.
 
-**Plots.** ``dice_heatmap_comparison``
+**Plots.** ``vae_representation`` (:func:`fairmonai.reports.write_vae_report`) pools every run that
+finished (the A/B/C x repeats design of the Fitzpatrick17k VAE bundle) into its figures and tests in
+``out``. ``dice_heatmap_comparison``
 (:func:`fairmonai.reports.dice_heatmap_comparison`) pools the ``file`` of every run of the
 ``base`` and of the ``method`` configuration and writes the heatmaps to ``out`` in the output folder.
 """
@@ -112,11 +115,15 @@ CONFIGURATION_KEYS = ("configs", "overrides")
 SELECT_KEYS = ("column", "split", "goal", "then")
 JSON_SOURCE_KEYS = ("json", "key", "ci")
 CSV_SOURCE_KEYS = ("csv", "column", "reduce", "where", "unless", "from_fraction")
-PLOT_KEYS = ("kind", "file", "base", "method", "out")
+PLOT_KEYS = ("kind", "file", "base", "method", "out", "min_images")
+#: keys each plot kind requires (the others of PLOT_KEYS it may not have, except optional ones).
+PLOT_REQUIRED = {"dice_heatmap_comparison": ("kind", "file", "base", "method", "out"),
+                 "vae_representation": ("kind", "out")}
+PLOT_OPTIONAL = {"dice_heatmap_comparison": (), "vae_representation": ("min_images",)}
 #: Reductions of a CSV column.
 REDUCTIONS = ("mean", "sum", "min", "max", "last", "count")
 #: Plot kinds of ``plots``.
-PLOT_KINDS = ("dice_heatmap_comparison",)
+PLOT_KINDS = ("dice_heatmap_comparison", "vae_representation")
 #: Overrides the runner sets itself (from ``seeds`` and ``folds``).
 RESERVED = ("seed", "fold")
 
@@ -318,10 +325,11 @@ def parse_experiment(data: object, path: str | Path, *, bundle: str | Path | Non
     plots = []
     for i, p in enumerate(d.get("plots", [])):
         where = f"plots[{i}]"
-        _keys(path, where, p, PLOT_KEYS, PLOT_KEYS)
+        _keys(path, where, p, PLOT_KEYS, ("kind",))
         if p["kind"] not in PLOT_KINDS:
             raise _fail(path, where + ".kind", f"unknown plot kind {p['kind']!r}; expected one of {list(PLOT_KINDS)}")
-        for k in ("base", "method"):
+        _keys(path, where, p, PLOT_REQUIRED[p["kind"]] + PLOT_OPTIONAL[p["kind"]], PLOT_REQUIRED[p["kind"]])
+        for k in ("base", "method") if p["kind"] == "dice_heatmap_comparison" else ():
             if p[k] not in configurations:
                 raise _fail(path, f"{where}.{k}", f"'{p[k]}' is not one of the configurations {list(configurations)}")
         plots.append(dict(p))

@@ -212,6 +212,16 @@ def _plotter(kind: str):
 
 def _plots(exp: Experiment, runs: list[PlannedRun], out: Path, failed: Mapping[str, object]) -> None:
     for p in exp.plots:
+        if p["kind"] == "vae_representation":
+            from ..reports import write_vae_report
+
+            folders = [(out / r.unit.name).resolve() for r in runs if r.unit.name not in failed]
+            if not folders:
+                print(f"plot {p['out']}: skipped (no run finished)")
+                continue
+            write_vae_report(folders, out / p["out"], min_images=int(p.get("min_images", 5)))
+            print(f"plot {p['out']}: the design's figures and tests written to {out / p['out']}")
+            continue
         files = {k: [(out / r.unit.name).resolve() / p["file"] for r in runs
                      if r.configuration == p[k] and r.unit.name not in failed]
                  for k in ("base", "method")}

@@ -13,6 +13,7 @@ from .gradient_clipping import GradientClipping, should_step
 from .penalty_curve import PenaltyCurveLogger
 from .predictions_writer import PredictionsWriter
 from .segmentation_writer import SegmentationScoresWriter
+from .reconstruction import LossTermsLogger, ReconstructionMetric, ReconstructionWriter, image_target_batch, per_image_values
 from .subgroup_reweighting import SubgroupReweighting
 from .training_checkpoint import TrainingCheckpoint
 
@@ -31,6 +32,11 @@ __all__ = [
     "PredictionsWriter",
     "SegmentationScoresWriter",
     "SubgroupReweighting",
+    "LossTermsLogger",
+    "ReconstructionMetric",
+    "ReconstructionWriter",
+    "image_target_batch",
+    "per_image_values",
     "TrainingCheckpoint",
     "recalibrate_batchnorm",
     "should_step",

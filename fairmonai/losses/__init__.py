@@ -26,6 +26,9 @@ from .fairness_losses import (
     effective_number_weights,
 )
 from .fami import FaMIPenalty
+from .kl_divergence import GaussianKLLoss, gaussian_kl
+from .perceptual import VGG19PerceptualLoss, load_vgg19_features
+from .vae import VAELoss
 from .mige import MIGEPenalty
 from .mine import MINEPenalty
 
@@ -52,6 +55,12 @@ __all__ = [
     "EOMILoss",
     "FairIoULoss",
     "effective_number_weights",
+    # the VAE loss of the Fitzpatrick17k VAE bundle
+    "VAELoss",
+    "GaussianKLLoss",
+    "gaussian_kl",
+    "VGG19PerceptualLoss",
+    "load_vgg19_features",
     # score estimation
     "ScoreFit",
     "polynomial_score",

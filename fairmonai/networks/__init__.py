@@ -2,6 +2,7 @@
 
 from .efficientnet import load_efficientnet_weights
 from .fairvit import FairViTLite, FairViTLoss, FairViTOutput
+from .residual_vae import ResBlock, ResDown, ResidualVAE, ResUp, VAEDecoder, VAEEncoder, VAEPosteriorOutput
 from .fin import FairIdentityNormalization, FINClassifier, FINPrepareBatch
 from .vit_classifier import ViTClassifier
 
@@ -13,5 +14,12 @@ __all__ = [
     "FINClassifier",
     "FINPrepareBatch",
     "ViTClassifier",
+    "ResidualVAE",
+    "VAEPosteriorOutput",
+    "VAEEncoder",
+    "VAEDecoder",
+    "ResBlock",
+    "ResDown",
+    "ResUp",
     "load_efficientnet_weights",
 ]

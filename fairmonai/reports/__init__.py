@@ -54,6 +54,12 @@ _HOME = {
     "FoldReportError": ".fold_report",
     "check_fold_report_settings": ".fold_report",
     "write_fold_report": ".fold_report",
+    "collect_runs": ".vae_representation",
+    "gap_test": ".vae_representation",
+    "ordering_checks": ".vae_representation",
+    "condition_prevalence": ".vae_representation",
+    "fine_label_table": ".vae_representation",
+    "write_vae_report": ".vae_representation",
 }
 __all__ = list(_HOME)
 

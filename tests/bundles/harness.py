@@ -45,6 +45,11 @@ def is_segmentation(bundle: Path) -> bool:
     return meta(bundle)["network_data_format"]["outputs"]["pred"]["format"] == "segmentation"
 
 
+def is_generative(bundle: Path) -> bool:
+    """Generative bundles (the Fitzpatrick17k VAE) declare an output of type "image": a reconstruction."""
+    return meta(bundle)["network_data_format"]["outputs"]["pred"]["type"] == "image"
+
+
 def size_key(bundle: Path) -> str:
     return "roi_size" if is_segmentation(bundle) else "image_size"
 

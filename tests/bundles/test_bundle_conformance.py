@@ -36,6 +36,7 @@ from harness import (
     assert_same_weights,
     input_shape,
     input_size,
+    is_generative,
     is_segmentation,
     refused,
     last_val_line,
@@ -112,6 +113,9 @@ def test_train_evaluate_inference(trained):
     if is_segmentation(bundle):
         _check_segmentation_outputs(bundle, root, manifest, inference, inference_args)
         return
+    if is_generative(bundle):
+        _check_reconstruction_outputs(bundle, root, manifest)
+        return
     pred_file = root / "eval" / "predictions_test.csv"
     pred = pd.read_csv(pred_file)
     assert set(pred["case_id"]) == set(manifest.loc[manifest["split"] == "test", "case_id"])
@@ -166,6 +170,46 @@ def _check_segmentation_outputs(bundle, root, manifest, inference, inference_arg
     both = inf.merge(scores, on="case_id", suffixes=("_inf", "_eval"))
     assert len(both) == len(scores)
     assert (both["pred_voxels_inf"] == both["pred_voxels_eval"]).all()
+
+
+def _check_reconstruction_outputs(bundle, root, manifest):
+    """A VAE bundle: the evaluated cases are the run's test sets; per-image MSE of decode(mu) on [-1, 1] and
+    mean latent std recomputed with numpy from the PNG files and the saved weights; the run table holds their
+    group means; inference (all cases) gives the same values as evaluation."""
+    from monai.bundle import ConfigParser
+    from PIL import Image
+
+    cases = pd.read_csv(root / "eval" / "case_list.csv")
+    per_image = pd.read_csv(root / "eval" / "reconstruction_test.csv")
+    test = cases[cases["set"] == "test"]
+    assert sorted(per_image["case_id"]) == sorted(test["case_id"])
+    assert not set(per_image["case_id"]) & set(cases.loc[cases["set"] == "train", "case_id"])
+    parser = ConfigParser()
+    parser.read_config([str(bundle / "configs" / n) for n in ("inference.json", "smoke.json")])
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(_weights(root / "models" / "model.pt"))
+    net.eval()
+    data = next((root / "data").glob("*/manifest.csv")).parent
+    paths = manifest.set_index("case_id")["image"]
+    x = np.stack([np.asarray(Image.open(data / paths[c]).convert("RGB"), dtype=np.float32).transpose(2, 0, 1)
+                  for c in per_image["case_id"]]) / 127.5 - 1.0
+    with torch.no_grad():
+        recon, mu, log_var = (t.numpy() for t in net.reconstruct(torch.from_numpy(x)))
+    assert np.allclose(per_image["mse"], ((recon - x) ** 2).mean(axis=(1, 2, 3)), atol=1e-6)
+    assert np.allclose(per_image["latent_std"], np.exp(0.5 * log_var).mean(axis=(1, 2, 3)), atol=1e-6)
+    runs = pd.read_csv(root / "eval" / "report_test" / "runs.csv").set_index("group")
+    for g in ("light", "dark"):
+        part = per_image[per_image["tone_group"] == g]
+        assert len(part) == (test["tone_group"] == g).sum() > 0
+        assert runs.loc[g, "mse_mean"] == pytest.approx(part["mse"].mean(), abs=1e-12)
+        assert runs.loc[g, "latent_std_mean"] == pytest.approx(part["latent_std"].mean(), abs=1e-12)
+    # inference.json stands alone; smoke.json gives it the smoke network's size
+    run_bundle(bundle, root, ["inference.json"], "--num_workers", "0")
+    inf = pd.read_csv(root / "eval" / "predictions_inference.csv")
+    assert len(inf) == len(manifest)
+    both = inf.merge(per_image, on="case_id", suffixes=("_inf", "_eval"))
+    assert len(both) == len(per_image)
+    assert np.allclose(both["mse_inf"], both["mse_eval"], atol=1e-6)
 
 
 @pytest.mark.parametrize("bundle,method", METHODS, ids=_ids(METHODS))
@@ -266,6 +310,14 @@ def _check_method_outputs(bundle: Path, method: str, root: Path, output: str, ba
         assert varsigma.shape == (n_groups,) and ((varsigma > 0) & (varsigma < 4)).all()
         assert "masks.block0_qkv" in weights and "aux_heads.0.1.weight" in weights
         checked = True
+    if isinstance(loss, dict) and loss.get("_target_", "").endswith("VAELoss"):
+        # every logged VAE loss is recon + kl_weight KL + perceptual_weight P, in the overlay's form
+        terms = pd.read_csv(root / "eval" / "loss_terms.csv")
+        assert len(terms) >= 1 and (terms["form"] == loss.get("form", "reference")).all()
+        assert np.allclose(terms["loss"], terms["recon"] + terms["kl_weight"] * terms["kl"]
+                           + terms["perceptual_weight"] * terms["perceptual"], rtol=1e-5)
+        assert (terms["perceptual"] > 0).all() if loss.get("perceptual") else (terms["perceptual"] == 0).all()
+        checked = True
     assert checked, f"{method}.json: no check of what this method writes; add one to _check_method_outputs"
 
 
@@ -332,12 +384,15 @@ def test_export_torchscript(trained, tmp_path):
     from monai.bundle import ConfigParser, ckpt_export
 
     shape = input_shape(bundle)
+    # a generative bundle's smoke model is a smaller network than the paper's: smoke.json sizes it
+    configs = [str(bundle / "configs" / n) for n in (["inference.json", "smoke.json"] if is_generative(bundle)
+                                                      else ["inference.json"])]
     ckpt_export(net_id="network_def", ckpt_file=str(root / "models" / "model.pt"), key_in_ckpt="model",
                 meta_file=str(bundle / "configs" / "metadata.json"),
-                config_file=[str(bundle / "configs" / "inference.json"), str(root / "models" / "run_record.json")],
+                config_file=[*configs, str(root / "models" / "run_record.json")],
                 filepath=str(tmp_path / "model.ts"))
     parser = ConfigParser()
-    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser.read_config(configs)
     net = parser.get_parsed_content("network_def")
     net.load_state_dict(_weights(root / "models" / "model.pt"))
     net.eval()
@@ -402,6 +457,12 @@ def test_multi_gpu_overlay_matches_single_process(trained, tmp_path):
         return
     # the same final model, evaluated on the validation fold in one process
     run_bundle(bundle, root, ["train.json", "evaluate.json"], "--eval_split", "val")
+    if is_generative(bundle):
+        single = json.loads((root / "eval" / "report_val" / "report.json").read_text())["groups"]["all"]
+        assert float(ddp["val_mse"]) > 0.0
+        assert float(ddp["val_mse"]) == pytest.approx(single["mse_mean"], abs=1e-6)
+        assert float(ddp["val_latent_std"]) == pytest.approx(single["latent_std_mean"], abs=1e-6)
+        return
     report = json.loads((root / "eval" / "report_val" / "report.json").read_text())
     attr = next(iter(report["attributes"]))
     single = report["attributes"][attr]

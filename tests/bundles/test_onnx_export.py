@@ -43,16 +43,18 @@ ROOT = Path(__file__).resolve().parents[2]
 OCT = ROOT / "bundles" / "oct_glaucoma_fami" / "configs"
 MAMA = ROOT / "bundles" / "mama_mia_fairmedseg" / "configs"
 ISIC = ROOT / "bundles" / "isic2020_fairness_losses" / "configs"
+FITZ = ROOT / "bundles" / "fitzpatrick17k_vae" / "configs"
 
 SPATIAL = {2: "x", 3: "y", 4: "z"}
 
 
-def converter_kwargs(dynamic: str, segmentation: bool) -> dict:
+def converter_kwargs(dynamic: str, segmentation: bool, spatial_dims: int = 3) -> dict:
     """``--converter_kwargs`` of ``onnx_export``: TorchScript-based exporter, names, and dynamic axes:
-    ``"all"`` (batch and spatial), ``"batch"`` or ``"none"``."""
+    ``"all"`` (batch and spatial), ``"batch"`` or ``"none"``. ``segmentation``: the output has the
+    input's spatial axes (a segmentation or a reconstruction)."""
     kwargs = {"dynamo": False, "input_names": ["image"], "output_names": ["pred"]}
     if dynamic != "none":
-        spatial = SPATIAL if dynamic == "all" else {}
+        spatial = dict(list(SPATIAL.items())[:spatial_dims]) if dynamic == "all" else {}
         kwargs["dynamic_axes"] = {"image": {0: "batch", **spatial}, "pred": {0: "batch", **(spatial if segmentation else {})}}
     return kwargs
 
@@ -70,6 +72,8 @@ CASES = [
     # EfficientNet-B1 (2-D; its network does not depend on image_size): the bundle resizes every photo to
     # image_size, so the batch axis only
     ("isic-efficientnet-b1", [ISIC / "inference.json"], [1, 3, 32, 32], [3, 3, 32, 32], "batch"),
+    # the VAE (smoke size, 2 stride-2 levels): any multiple of 4; the output is the reconstruction
+    ("fitz-vae", [FITZ / "inference.json", FITZ / "smoke.json"], [1, 3, 32, 32], [2, 3, 48, 40], "all"),
 ]
 
 #: SwinUNETR, slow (about 80 s on 2 cores): exported at the bundle's default sliding-window size 96x96x64
@@ -169,7 +173,7 @@ def test_onnx_dynamic_axes_equal_pytorch(name, configs, export_shape, run_shape,
     net, ckpt = build(configs, tmp_path)
     if name in CALIBRATE:
         net, ckpt = calibrated(net, run_shape, tmp_path)
-    kwargs = converter_kwargs(dynamic, segmentation=name.startswith("mama"))
+    kwargs = converter_kwargs(dynamic, segmentation=name.startswith(("mama", "fitz")), spatial_dims=len(export_shape) - 2)
     out = export(configs, ckpt, tmp_path / "model.onnx", export_shape, kwargs)
 
     import onnx
@@ -177,7 +181,8 @@ def test_onnx_dynamic_axes_equal_pytorch(name, configs, export_shape, run_shape,
     graph = onnx.load(str(out)).graph
     dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
     batch = export_shape[0] if dynamic == "none" else "batch"
-    assert dims == [batch, export_shape[1], *(["x", "y", "z"] if dynamic == "all" else export_shape[2:])]
+    axes = ["x", "y", "z"][: len(export_shape) - 2]
+    assert dims == [batch, export_shape[1], *(axes if dynamic == "all" else export_shape[2:])]
     diff, tol = compare(net, out, run_shape)
     print(f"{name}: max |onnx - torch| {diff:.3g}, tolerance {tol:.3g}")
     assert diff <= tol, f"{name}: max |onnx - torch| {diff:.3g} > {tol:.3g}"

@@ -180,6 +180,18 @@ def test_plots_pool_the_runs_of_each_configuration(tmp_path, monkeypatch):
     assert calls == []  # the method's runs were not asked for
 
 
+def test_vae_representation_plot_gets_every_finished_run(tmp_path, monkeypatch):
+    """The kind needs no base/method: the report pools every run's folder, with the file's min_images."""
+    monkeypatch.setattr("fairmonai.experiments.runner.run_bundle_unit", FakeUnits(_table_report))
+    calls = []
+    monkeypatch.setattr("fairmonai.reports.write_vae_report",
+                        lambda folders, out, min_images: calls.append((list(folders), out, min_images)))
+    exp = parse_experiment({**TABLE, "seeds": [0, 1], "plots": [{"kind": "vae_representation", "out": "figures",
+                                                                 "min_images": 3}]}, "t.json")
+    run_experiment(tmp_path, exp, tmp_path, echo=False)
+    assert calls == [([tmp_path.resolve() / f"{c}_seed{s}" for s in (0, 1) for c in TS_OF], tmp_path / "figures", 3)]
+
+
 def test_overlays_follow_each_configurations_configs_and_must_exist(tmp_path, monkeypatch):
     """--overlay data_x.json (a real-data overlay) is appended to every run's config files, after the
     configuration's own; a file the bundle does not have is refused before any run, naming those it has."""
