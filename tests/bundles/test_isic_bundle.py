@@ -263,3 +263,11 @@ def test_photo_channel_count_is_checked(tmp_path, mode, channels):
     assert err is not None, repr(info.value)
     assert re.fullmatch(rf"case 'c1', image {re.escape(str(path))}: {channels} channels \(shape \({channels}, 40, 30\)\), "
                         r"expected 3: convert it to RGB", str(err)), str(err)
+
+
+def test_training_part_smaller_than_one_batch_is_refused(tmp_path, monkeypatch):
+    """cpu.json's batch of 64 on a 60-image cohort (42 training images): refused before training, not a run
+    that drops its only incomplete batch and exits 0 without a model."""
+    out = refused(ISIC, tmp_path, ["train.json"], monkeypatch, cohort_size=60, batch_size=64)
+    assert re.search(r"the training part has \d+ cases, fewer than one batch of 64; .* --batch_size \d+ or less", out), out
+    assert not (tmp_path / "models" / "model.pt").exists()
