@@ -69,7 +69,7 @@ def test_oct_harvard_gf_overlay(tmp_path, caplog):
     release = tmp_path / "Harvard-GF"
     manifest = harvard_release(release)
     parser = parse([OCT / "train.json", OCT / "data_harvard_gf.json"], bundle_root=str(tmp_path / "run"),
-                   dataset_dir=str(release))
+                   dataset_dir=str(release), batch_size=4)  # 8 training eyes: a batch of 64 is refused
     assert parser.get_parsed_content("manifest") == str(manifest)
     train, val = parser.get_parsed_content("train#datalist"), parser.get_parsed_content("validate#datalist")
     # fold 0 = eyes 0 and 5 validate, the other 8 training eyes train; the test split is in neither
