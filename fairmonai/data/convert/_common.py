@@ -25,7 +25,6 @@ from ..manifest import ManifestError, ManifestSchema, is_missing, load_manifest,
 from ..splits import assign_splits, strata_keys, stratified_kfold
 
 __all__ = [
-    "split_label_sex_table",
     "Conversion",
     "EMPTY_LABEL",
     "MISSING_FILE_POLICIES",
@@ -38,6 +37,7 @@ __all__ = [
     "read_table",
     "require_columns",
     "split_columns",
+    "split_label_sex_table",
     "summarise",
     "write_manifest",
 ]
@@ -348,7 +348,7 @@ def split_label_sex_table(table: pd.DataFrame, label_name: str = "label") -> str
         table: manifest rows with ``split``, ``label`` (``"0"``/``"1"``) and ``sex`` columns.
         label_name: the label column's heading (e.g. ``"pcr"``, ``"melanoma"``).
     """
-    splits = [sp for sp in _SPLITS if (table["split"] == sp).any()]
+    splits = [sp for sp in _SPLIT_ORDER if (table["split"] == sp).any()]
     rows = [("split", label_name, *_SEXES, "total")]
     for sp in splits:
         part = table[table["split"] == sp]
@@ -361,7 +361,6 @@ def split_label_sex_table(table: pd.DataFrame, label_name: str = "label") -> str
                      for r in rows)
 
 
-_SPLITS = ("train", "val", "test")
 _SEXES = ("female", "male")
 
 
