@@ -195,16 +195,16 @@ def search_lambda(
                                 sampler=optuna.samplers.TPESampler(seed=seed), load_if_exists=True)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     finished = {unit_name(t.params["fair_lambda"]) for t in done}
-    again = []  # interrupted or failed trials' lambdas, once each, tried before new draws
+    again: dict[str, float] = {}  # interrupted or failed trials' lambdas by unit, once each, tried before new draws
     for t in study.trials:
         if t.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL) and "fair_lambda" in t.params:
             name = unit_name(t.params["fair_lambda"])
-            if name not in finished and name not in {unit_name(x) for x in again}:
-                again.append(t.params["fair_lambda"])
+            if name not in finished:
+                again.setdefault(name, t.params["fair_lambda"])
     waiting = {unit_name(t.params["fair_lambda"]) for t in study.trials
                if t.state == optuna.trial.TrialState.WAITING and "fair_lambda" in t.params}
-    for lam in again[:max(n_trials - len(done), 0)]:
-        if unit_name(lam) not in waiting:
+    for name, lam in list(again.items())[:max(n_trials - len(done), 0)]:
+        if name not in waiting:
             study.enqueue_trial({"fair_lambda": lam})
     if len(done) < n_trials:
         study.optimize(objective, n_trials=n_trials - len(done))
