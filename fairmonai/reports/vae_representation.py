@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .fold_statistics import compare_folds
+
 __all__ = ["collect_runs", "gap_test", "ordering_checks", "condition_prevalence", "fine_label_table",
            "write_vae_report", "MIX_ORDER", "METRICS"]
 
@@ -67,7 +69,8 @@ def collect_runs(folders: Sequence[str | os.PathLike], split: str = "test") -> t
 
 
 def gap_test(per_run: pd.DataFrame, metric: str = "mse", mix: str = "B") -> dict:
-    """Wilcoxon signed-rank test (scipy, two-sided) of the per-repeat differences ``dark - light`` of the
+    """Wilcoxon signed-rank test (two-sided, :func:`~fairmonai.reports.fold_statistics.compare_folds`'s
+    ``"signedrank"``: exact without tied differences) of the per-repeat differences ``dark - light`` of the
     run means of ``metric`` under ``mix``; pairs are the two test groups of one run.
 
     Returns:
@@ -75,8 +78,6 @@ def gap_test(per_run: pd.DataFrame, metric: str = "mse", mix: str = "B") -> dict
         "statistic", "p_value", "note"}``; with fewer than 2 repeats ``statistic`` and ``p_value`` are ``None``.
         With n repeats and no ties the smallest possible two-sided exact p is ``2 / 2^n`` (0.25 for 3).
     """
-    from scipy.stats import wilcoxon
-
     col = f"{metric}_mean"
     part = per_run[per_run["mix"] == mix].pivot_table(index=["seed", "repeat"], columns="group", values=col)
     part = part.dropna()
@@ -87,8 +88,9 @@ def gap_test(per_run: pd.DataFrame, metric: str = "mse", mix: str = "B") -> dict
            "median_difference": float(np.median(diff)) if len(diff) else None, "statistic": None, "p_value": None,
            "note": f"smallest attainable two-sided p with {len(diff)} repeats: {2.0 / 2 ** len(diff):.4g}" if len(diff) else ""}
     if len(diff) >= 2 and np.any(diff != 0):
-        res = wilcoxon(diff, alternative="two-sided")
-        out["statistic"], out["p_value"] = float(res.statistic), float(res.pvalue)
+        res = compare_folds(part["dark"].to_numpy(dtype=float), part["light"].to_numpy(dtype=float),
+                            test="signedrank", names=("dark", "light"))
+        out["statistic"], out["p_value"] = res.statistic, res.p
     return out
 
 
