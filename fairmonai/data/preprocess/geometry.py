@@ -38,7 +38,8 @@ spurious component) took 0.5-0.9 s on one core (0.35 s of it the resampling); th
 DICOM series, steps 1-5, writing both crops) 1.4-1.7 s from NIfTI and 1.0-1.3 s from DICOM. Measured
 once (3 runs each): SimpleITK limited to one thread, process pinned with ``taskset -c 0``, on a
 2-core virtual machine ("Intel Xeon Processor", SimpleITK 2.5.7) while a background job kept its
-load average near 5.
+load average near 5. On the same machine when quiet the whole case from DICOM takes 0.40 s
+(``benchmarks/bench_rectal_preprocess.py``).
 """
 
 from __future__ import annotations
