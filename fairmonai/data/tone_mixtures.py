@@ -127,8 +127,8 @@ class MixtureDraw:
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
         self.case_table().to_csv(p, index=False)
-        (p.parent / f"{p.stem}_counts.json").write_text(json.dumps(self.counts(), indent=2))
         c = self.counts()
+        (p.parent / f"{p.stem}_counts.json").write_text(json.dumps(c, indent=2))
         logger.info("mix %s repeat %d: n = %d (light %d, dark %d; distinct %d light, %d dark), test %d light + %d dark, "
                     "case list %s", self.mix, self.repeat, c["n"], c["train_light"], c["train_dark"],
                     c["distinct_light"], c["distinct_dark"], c["test_light"], c["test_dark"], p)

@@ -177,7 +177,8 @@ class ReconstructionWriter:
             return
         folder = self.output_dir / self.report_dir
         folder.mkdir(parents=True, exist_ok=True)
-        summary = run_summary(table)
+        per_group = run_summary(table)
+        summary = per_group.copy()
         for k, v in self.run_info.items():
             if isinstance(v, dict):  # e.g. the draw's counts: one column each
                 for k2, v2 in v.items():
@@ -186,7 +187,7 @@ class ReconstructionWriter:
                 summary[k] = v if not isinstance(v, list) else json.dumps(v)
         atomic_csv(summary, folder / "runs.csv")
         groups = {r["group"]: {k: r[k] for k in ("n_images", "mse_mean", "mse_sd", "latent_std_mean", "latent_std_sd")}
-                  for r in run_summary(table).to_dict("records")}
+                  for r in per_group.to_dict("records")}
         report = {"run": self.run_info, "groups": groups, "per_image": str(self.output_dir / self.filename)}
         if "light" in groups and "dark" in groups:
             report["dark_minus_light"] = {m: groups["dark"][f"{m}_mean"] - groups["light"][f"{m}_mean"]

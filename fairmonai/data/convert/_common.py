@@ -337,6 +337,7 @@ def write_manifest(conversion: Conversion, out: str | os.PathLike, *, check_file
 
 
 _SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
+_SEXES = ("female", "male")
 
 
 def split_label_sex_table(table: pd.DataFrame, label_name: str = "label") -> str:
@@ -359,9 +360,6 @@ def split_label_sex_table(table: pd.DataFrame, label_name: str = "label") -> str
     widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) if k < 2 else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths))).rstrip()
                      for r in rows)
-
-
-_SEXES = ("female", "male")
 
 
 def _group_table(table: pd.DataFrame, attr: str, by: str) -> str:

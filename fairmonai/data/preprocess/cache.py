@@ -664,4 +664,3 @@ def resolved_settings(settings: Mapping, table: pd.DataFrame) -> dict:
                               f"{sorted(sizes) or 'none'}")
     out["crop_size"] = [int(v) for v in sizes.pop()]
     return out
-
