@@ -115,15 +115,16 @@ CONFIGURATION_KEYS = ("configs", "overrides")
 SELECT_KEYS = ("column", "split", "goal", "then")
 JSON_SOURCE_KEYS = ("json", "key", "ci")
 CSV_SOURCE_KEYS = ("csv", "column", "reduce", "where", "unless", "from_fraction")
-PLOT_KEYS = ("kind", "file", "base", "method", "out", "min_images")
-#: keys each plot kind requires (the others of PLOT_KEYS it may not have, except optional ones).
+#: keys each plot kind requires, and those it may have besides (no other key is accepted).
 PLOT_REQUIRED = {"dice_heatmap_comparison": ("kind", "file", "base", "method", "out"),
                  "vae_representation": ("kind", "out")}
 PLOT_OPTIONAL = {"dice_heatmap_comparison": (), "vae_representation": ("min_images",)}
+#: every key some plot kind takes.
+PLOT_KEYS = tuple(dict.fromkeys(k for kind in PLOT_REQUIRED for k in PLOT_REQUIRED[kind] + PLOT_OPTIONAL[kind]))
 #: Reductions of a CSV column.
 REDUCTIONS = ("mean", "sum", "min", "max", "last", "count")
 #: Plot kinds of ``plots``.
-PLOT_KINDS = ("dice_heatmap_comparison", "vae_representation")
+PLOT_KINDS = tuple(PLOT_REQUIRED)
 #: Overrides the runner sets itself (from ``seeds`` and ``folds``).
 RESERVED = ("seed", "fold")
 

@@ -202,33 +202,38 @@ def _choices(exp: Experiment, chosen: list[tuple[tuple, PlannedRun, dict]], rows
     return choices
 
 
-def _plotter(kind: str):
-    """The function of a plot kind (imported only when a plot is made: plotting imports matplotlib)."""
-    assert kind == "dice_heatmap_comparison"
-    from ..reports import dice_heatmap_comparison
+def _dice_heatmap_plot(p: Mapping, runs: list[PlannedRun], out: Path, failed: Mapping[str, object]) -> None:
+    """``dice_heatmap_comparison``: the ``file`` of every finished run of ``base`` against ``method``'s."""
+    from ..reports import dice_heatmap_comparison  # imported only when a plot is made: it imports matplotlib
 
-    return dice_heatmap_comparison
+    files = {k: [(out / r.unit.name).resolve() / p["file"] for r in runs
+                 if r.configuration == p[k] and r.unit.name not in failed]
+             for k in ("base", "method")}
+    if not files["base"] or not files["method"]:
+        print(f"plot {p['out']}: skipped ({p['base']} or {p['method']} not run)")
+        return
+    dice_heatmap_comparison(files["base"], files["method"], out / p["out"])
+
+
+def _vae_representation_plot(p: Mapping, runs: list[PlannedRun], out: Path, failed: Mapping[str, object]) -> None:
+    """``vae_representation``: every finished run's folder, pooled into the design's report."""
+    from ..reports import write_vae_report
+
+    folders = [(out / r.unit.name).resolve() for r in runs if r.unit.name not in failed]
+    if not folders:
+        print(f"plot {p['out']}: skipped (no run finished)")
+        return
+    write_vae_report(folders, out / p["out"], min_images=int(p.get("min_images", 5)))
+    print(f"plot {p['out']}: the design's figures and tests written to {out / p['out']}")
+
+
+#: plot kind (:data:`~fairmonai.experiments.grid.PLOT_KINDS`) -> its function ``(plot, runs, out, failed)``.
+_PLOTS = {"dice_heatmap_comparison": _dice_heatmap_plot, "vae_representation": _vae_representation_plot}
 
 
 def _plots(exp: Experiment, runs: list[PlannedRun], out: Path, failed: Mapping[str, object]) -> None:
     for p in exp.plots:
-        if p["kind"] == "vae_representation":
-            from ..reports import write_vae_report
-
-            folders = [(out / r.unit.name).resolve() for r in runs if r.unit.name not in failed]
-            if not folders:
-                print(f"plot {p['out']}: skipped (no run finished)")
-                continue
-            write_vae_report(folders, out / p["out"], min_images=int(p.get("min_images", 5)))
-            print(f"plot {p['out']}: the design's figures and tests written to {out / p['out']}")
-            continue
-        files = {k: [(out / r.unit.name).resolve() / p["file"] for r in runs
-                     if r.configuration == p[k] and r.unit.name not in failed]
-                 for k in ("base", "method")}
-        if not files["base"] or not files["method"]:
-            print(f"plot {p['out']}: skipped ({p['base']} or {p['method']} not run)")
-            continue
-        _plotter(p["kind"])(files["base"], files["method"], out / p["out"])
+        _PLOTS[p["kind"]](p, runs, out, failed)
 
 
 def _markdown(exp: Experiment, rows: pd.DataFrame, summary: pd.DataFrame, group: list[str],

@@ -166,8 +166,8 @@ def test_plots_pool_the_runs_of_each_configuration(tmp_path, monkeypatch):
     monkeypatch.setattr("fairmonai.experiments.runner.run_bundle_unit", FakeUnits(_table_report))
     calls = []
     kinds = []
-    monkeypatch.setattr("fairmonai.experiments.runner._plotter",
-                        lambda kind: kinds.append(kind) or (lambda b, m, o: calls.append((b, m, o))))
+    monkeypatch.setattr("fairmonai.reports.dice_heatmap_comparison",
+                        lambda b, m, o: kinds.append("dice_heatmap_comparison") or calls.append((b, m, o)))
     plot = {"kind": "dice_heatmap_comparison", "file": "eval/scores_test.csv", "base": "base", "method": "fms",
             "out": "heatmaps/unet"}
     exp = parse_experiment({**TABLE, "seeds": [0, 1], "plots": [plot]}, "t.json")
@@ -293,3 +293,10 @@ def test_bad_notes_or_outputs_name_the_key(key, value, message):
 def test_a_ci_key_path_must_be_text():
     with pytest.raises(ExperimentFileError, match=r"t.json: columns.TS.ci: expected a dot-separated key path, got 3$"):
         parse_experiment({**TABLE, "columns": {"TS": {"json": R, "key": "total_score", "ci": 3}}}, "t.json")
+
+
+def test_every_plot_kind_the_file_format_accepts_has_a_plot_function():
+    from fairmonai.experiments import grid, runner
+
+    assert tuple(runner._PLOTS) == grid.PLOT_KINDS == ("dice_heatmap_comparison", "vae_representation")
+    assert grid.PLOT_KEYS == ("kind", "file", "base", "method", "out", "min_images")
